@@ -1,0 +1,92 @@
+"""The contract every distillation loss follows.
+
+A loss is an ``nn.Module`` registered in :data:`kdforge.registry.LOSSES`, built from keyword
+arguments that default to its paper's values, and called as ``loss(student, teacher, **ctx)``.
+
+How the Distiller calls it (class attributes a loss may override):
+
+``pairwise = True`` (default)
+    called once per (student tap, teacher tap) pair with two tensors; the job sums the pairs.
+``pairwise = False``
+    called once with ``student: list[Tensor]`` and ``teacher: list[Tensor]`` (all taps of the job),
+    for losses that relate several taps (IRG, self-distillation).
+``same_shape = True``
+    the Distiller checks that paired tensors have equal shapes before the call and otherwise raises
+    :class:`ShapeMismatchError` suggesting a connector. Losses that compare tensors of different
+    shapes (AT, SP, RKD, CRD, …) set it to ``False`` and validate what they need themselves.
+``multi_teacher = False``
+    when ``True`` and a job has several teachers, the loss is called once with ``teacher`` a list
+    (one entry per teacher) and ``ctx["teacher_weights"]``; otherwise the job calls it once per teacher
+    and averages with the teacher weights.
+
+``ctx`` carries what some losses need: ``labels``, ``index`` (dataset sample indices), ``step``
+(training forwards done so far), ``epoch``, ``student_output``.
+"""
+from __future__ import annotations
+
+from typing import ClassVar, Sequence
+
+import torch
+from torch import Tensor, nn
+
+
+class ShapeMismatchError(ValueError):
+    """Paired student/teacher tensors whose shapes a loss cannot compare."""
+
+
+class DistillLoss(nn.Module):
+    """Optional base class: holds the calling-convention flags documented in this module."""
+
+    pairwise: ClassVar[bool] = True
+    same_shape: ClassVar[bool] = True
+    multi_teacher: ClassVar[bool] = False
+
+
+def suggest_connector(student_shape: Sequence[int], teacher_shape: Sequence[int]) -> str:
+    """A sentence telling the user which connector fixes a student/teacher shape mismatch."""
+    s, t = tuple(student_shape), tuple(teacher_shape)
+    if len(s) != len(t):
+        return "flatten or pool one side, or tap a layer with the same rank"
+    if s[0] != t[0]:
+        return "student and teacher saw different batch sizes: feed both the same batch"
+    if len(s) == 4:
+        if s[2:] != t[2:] and s[1] != t[1]:
+            return "use connector={'type': 'conv1x1_bn', 'resize': True} (spatial resize + channel projection)"
+        if s[2:] != t[2:]:
+            return "use connector={'type': 'conv1x1_bn', 'resize': True} or tap layers of equal resolution"
+        return "use connector='conv1x1_bn' (or 'conv1x1') to map student channels to teacher channels"
+    if len(s) == 2:
+        return "use connector='linear' (or 'mlp') to map student features to the teacher's width"
+    return "use a connector that maps the student tensor to the teacher's shape"
+
+
+def check_same_shape(student: Tensor, teacher: Tensor, where: str = "") -> None:
+    """Raise :class:`ShapeMismatchError` naming both shapes and the connector to use."""
+    if student.shape != teacher.shape:
+        at = f" in {where}" if where else ""
+        raise ShapeMismatchError(
+            f"shape mismatch{at}: student {tuple(student.shape)} vs teacher {tuple(teacher.shape)}; "
+            f"{suggest_connector(student.shape, teacher.shape)}"
+        )
+
+
+def check_rank(x: Tensor, ranks: Sequence[int], name: str, loss: str) -> None:
+    """Raise :class:`ShapeMismatchError` unless ``x.dim()`` is one of ``ranks``."""
+    if x.dim() not in ranks:
+        want = " or ".join(f"{r}-D" for r in ranks)
+        raise ShapeMismatchError(f"{loss}: {name} must be {want}, got shape {tuple(x.shape)}")
+
+
+def batch_mean(x: Tensor) -> Tensor:
+    """Sum over all dims but the first, mean over the batch."""
+    return x.reshape(x.shape[0], -1).sum(1).mean()
+
+
+__all__ = [
+    "DistillLoss",
+    "ShapeMismatchError",
+    "suggest_connector",
+    "check_same_shape",
+    "check_rank",
+    "batch_mean",
+]
