@@ -19,6 +19,11 @@ How the Distiller calls it (class attributes a loss may override):
     (one entry per teacher) and ``ctx["teacher_weights"]``; otherwise the job calls it once per teacher
     and averages with the teacher weights.
 
+``setup(student, teachers, student_taps, teacher_taps)`` (optional method)
+    called once by the Distiller at construction with the student module, the job's teacher
+    modules (list, in job order) and the job's tap specs, for losses that need the models
+    themselves (OFD's margin from the teacher's BN statistics, MGD's matching pass).
+
 ``ctx`` carries what some losses need: ``labels``, ``index`` (dataset sample indices), ``step``
 (training forwards done so far), ``epoch``, ``student_output``.
 """
