@@ -1,0 +1,278 @@
+"""The Distiller: a student, frozen teachers and jobs → ``(student_output, distillation_loss)``.
+
+>>> distiller = Distiller(student, {"t0": teacher}, jobs=[DistillJob(loss="kd", student="fc", teacher="fc")])
+>>> opt = torch.optim.SGD(distiller.learnable_parameters(), lr=0.05)
+>>> out, kd_loss = distiller(images, labels=labels)
+>>> (F.cross_entropy(out, labels) + kd_loss).backward()
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Iterator, Mapping, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from .capture import Tapper, resolve_module
+from .job import SELF, DistillJob, JobModule, combine_by_confidence
+
+Teachers = Mapping[str, nn.Module] | Sequence[nn.Module] | nn.Module | None
+
+
+class DistillerError(ValueError):
+    """A Distiller set up or called in a way that cannot train correctly."""
+
+
+def _as_dict(teachers: Teachers) -> dict[str, nn.Module]:
+    if teachers is None:
+        return {}
+    if isinstance(teachers, nn.Module):
+        return {"t0": teachers}
+    if isinstance(teachers, Mapping):
+        return dict(teachers)
+    return {f"t{i}": t for i, t in enumerate(teachers)}
+
+
+class Distiller(nn.Module):
+    """Student + teachers + jobs.
+
+    * Teachers are frozen (``requires_grad=False``), kept in eval mode whatever ``train()`` is
+      called with, and run under ``torch.no_grad()`` (so no teacher activation is kept for backward).
+      They are *not* submodules: ``state_dict()``/``parameters()`` hold the student, the connectors
+      and the losses only; ``.to()``/``.cuda()``/``.half()`` still move the teachers.
+    * ``step`` (a buffer, saved in ``state_dict``) counts training forwards; job warm-ups ramp on it.
+    * Teacher outputs may be supplied precomputed: ``distiller(x, teacher_outputs={"t0": {"fc": t}})``
+      skips that teacher's forward (a cache of teacher outputs builds on this).
+    """
+
+    step: Tensor
+
+    def __init__(self, student: nn.Module, teachers: Teachers = None,
+                 jobs: Sequence[DistillJob | Mapping[str, Any]] = ()) -> None:
+        super().__init__()
+        self.student = student
+        self._teachers = _as_dict(teachers)
+        for name, t in self._teachers.items():
+            if t is student:
+                raise DistillerError(f"teacher {name!r} is the student itself; for self-distillation name the "
+                                     f"teacher {SELF!r} in the job instead of passing the student as a teacher")
+            t.requires_grad_(False)
+            t.eval()
+        specs = [j if isinstance(j, DistillJob) else DistillJob.model_validate(dict(j)) for j in jobs]
+        self.jobs = nn.ModuleList()
+        used: set[str] = set()
+        for i, spec in enumerate(specs):
+            names = spec.teachers or ([n for n in self._teachers] or [SELF])
+            unknown = [n for n in names if n != SELF and n not in self._teachers]
+            if unknown:
+                raise DistillerError(f"job {spec.name or i!r} names unknown teacher(s) {unknown}; teachers given: "
+                                     f"{list(self._teachers) or 'none'} (or {SELF!r} for the student's own taps)")
+            job_name = spec.name or f"job{i}"
+            if any(j.name == job_name for j in self.jobs):
+                raise DistillerError(f"two jobs are named {job_name!r}; give each a unique name")
+            try:
+                self.jobs.append(JobModule(spec, job_name, names))
+            except (KeyError, TypeError, ValueError) as e:
+                raise type(e)(f"job {job_name!r} (jobs[{i}]): {e}") from e
+            used.update(names)
+        self._student_taps = sorted({t for j in self.jobs for t in j.spec.student}
+                                    | {t for j in self.jobs if SELF in j.teacher_names for t in j.spec.teacher})
+        self._teacher_taps = {n: sorted({t for j in self.jobs if n in j.teacher_names for t in j.spec.teacher})
+                              for n in self._teachers if n in used}
+        self._student_tapper = Tapper(student, self._student_taps)
+        self._teacher_tappers = {n: Tapper(self._teachers[n], taps) for n, taps in self._teacher_taps.items()}
+        for job in self.jobs:
+            setup = getattr(job.loss, "setup", None)
+            if callable(setup):
+                setup(student=student, teachers=[student if n == SELF else self._teachers[n] for n in job.teacher_names],
+                      student_taps=list(job.spec.student), teacher_taps=list(job.spec.teacher))
+        self.register_buffer("step", torch.zeros((), dtype=torch.long))
+        self.losses: dict[str, Tensor] = {}
+        self._check_devices()
+
+    # ----------------------------------------------------------------- teachers
+    @property
+    def teachers(self) -> Mapping[str, nn.Module]:
+        """The frozen teachers, by name (read-only view)."""
+        return dict(self._teachers)
+
+    def train(self, mode: bool = True) -> "Distiller":
+        super().train(mode)
+        for t in self._teachers.values():
+            t.eval()
+        return self
+
+    def _apply(self, fn: Any, recurse: bool = True) -> "Distiller":  # .to(), .cuda(), .half(), …
+        super()._apply(fn, recurse)
+        for t in self._teachers.values():
+            t._apply(fn)
+        return self
+
+    # ----------------------------------------------------------------- parameters
+    def learnable_parameters(self) -> list[nn.Parameter]:
+        """Student + connector + loss parameters that require grad (never a teacher's)."""
+        frozen = {id(p) for t in self._teachers.values() for p in t.parameters()}
+        seen: set[int] = set()
+        out = []
+        for p in self.parameters():
+            if p.requires_grad and id(p) not in frozen and id(p) not in seen:
+                seen.add(id(p))
+                out.append(p)
+        return out
+
+    # ----------------------------------------------------------------- forward
+    def forward(self, *inputs: Any, teacher_outputs: Mapping[str, Mapping[str, Tensor]] | None = None,
+                **ctx: Any) -> tuple[Any, Tensor]:
+        """Run the student (and the teachers), return ``(student_output, weighted distillation loss)``.
+
+        ``ctx`` (``labels``, ``index``, ``epoch``, …) is passed to every loss, with ``step`` and
+        ``student_output`` added. In training mode the step counter advances by one.
+        """
+        self._check_devices(inputs)
+        with self._student_tapper.record() as srec:
+            out = self.student(*inputs)
+        trecs, tlogits = self._run_teachers(inputs, teacher_outputs or {})
+        step = int(self.step)
+        ctx = {**ctx, "step": step, "student_output": out}
+        total: Tensor = torch.zeros((), device=_device_of(out))
+        losses = {}
+        for job in self.jobs:
+            s_feats = [srec[t] for t in job.spec.student]
+            t_feats = [[srec[t].detach() if n == SELF else trecs[n][t] for t in job.spec.teacher]
+                       for n in job.teacher_names]
+            if job.spec.combine == "confidence" and len(t_feats) > 1:
+                t_feats = combine_by_confidence(t_feats, [tlogits[n] for n in job.teacher_names],
+                                                _need(ctx, "labels", job.name))
+            val = job(s_feats, t_feats, ctx) * (job.spec.weight * job.spec.warmup_factor(step))
+            losses[job.name] = val.detach()
+            total = total + val
+        self.losses = losses
+        if self.training:
+            self.step += 1
+        return out, total
+
+    def _run_teachers(self, inputs: tuple[Any, ...], given: Mapping[str, Mapping[str, Tensor]]
+                      ) -> tuple[dict[str, Any], dict[str, Any]]:
+        recs: dict[str, Any] = {}
+        logits: dict[str, Any] = {}
+        for name, tapper in self._teacher_tappers.items():
+            if name in given:
+                missing = [t for t in self._teacher_taps[name] if t not in given[name]]
+                if missing:
+                    raise DistillerError(f"teacher_outputs[{name!r}] lacks taps {missing}; it has {list(given[name])}")
+                recs[name], logits[name] = given[name], given[name].get("", None)
+                continue
+            teacher = self._teachers[name]
+            if teacher.training:  # someone called teacher.train() behind our back
+                teacher.eval()
+            with torch.no_grad(), tapper.record() as rec:
+                logits[name] = teacher(*inputs)
+            recs[name] = rec
+        return recs, logits
+
+    # ----------------------------------------------------------------- helpers
+    def dry_run(self, *inputs: Any, **ctx: Any) -> None:
+        """One forward in eval mode without gradients, to materialise lazily-shaped connectors and loss
+        modules (needed before wrapping in DistributedDataParallel). Does not advance ``step``."""
+        was = self.training
+        self.eval()
+        try:
+            with torch.no_grad():
+                self(*inputs, **ctx)
+        finally:
+            self.train(was)
+
+    def summary(self, depth: int | None = None) -> str:
+        """Student and teacher module trees with tap points marked (the seeds' ``show_student_net``)."""
+        lines = [_tree("student", self.student, self._student_taps, depth)]
+        for n, t in self._teachers.items():
+            lines.append(_tree(f"teacher {n!r}", t, self._teacher_taps.get(n, []), depth))
+        lines.append("jobs:")
+        for j in self.jobs:
+            lines.append(f"  {j.name}: {type(j.loss).__name__} × {j.spec.weight} (warm-up {j.spec.warmup_iters}) "
+                         f"student {j.spec.student} ← teachers {j.teacher_names} {j.spec.teacher}")
+        return "\n".join(lines)
+
+    def close(self) -> None:
+        """Remove every hook from the student and the teachers (also done on garbage collection)."""
+        self._student_tapper.close()
+        for t in self._teacher_tappers.values():
+            t.close()
+
+    def __enter__(self) -> "Distiller":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):
+            self.close()
+
+    def _check_devices(self, inputs: tuple[Any, ...] = ()) -> None:
+        s_dev = _param_device(self.student)
+        for name, t in self._teachers.items():
+            t_dev = _param_device(t)
+            if s_dev is not None and t_dev is not None and t_dev != s_dev:
+                raise DistillerError(f"teacher {name!r} is on {t_dev} but the student is on {s_dev}; "
+                                     f"call distiller.to(device) — it moves the teachers too")
+        x = next((a for a in inputs if isinstance(a, Tensor)), None)
+        if x is not None and s_dev is not None and x.device != s_dev:
+            raise DistillerError(f"inputs are on {x.device} but the models are on {s_dev}; move the batch "
+                                 f"with .to({str(s_dev)!r})")
+
+
+def _param_device(m: nn.Module) -> torch.device | None:
+    for p in m.parameters():
+        if not isinstance(p, nn.parameter.UninitializedParameter):
+            return p.device
+    return None
+
+
+def _device_of(out: Any) -> torch.device:
+    if isinstance(out, Tensor):
+        return out.device
+    if isinstance(out, (list, tuple)) and out:
+        return _device_of(out[0])
+    if isinstance(out, Mapping) and out:
+        return _device_of(next(iter(out.values())))
+    return torch.device("cpu")
+
+
+def _need(ctx: Mapping[str, Any], key: str, job: str) -> Any:
+    if ctx.get(key) is None:
+        raise DistillerError(f"job {job!r} needs {key}=... in the distiller call (e.g. distiller(x, {key}=...))")
+    return ctx[key]
+
+
+def _tree(title: str, model: nn.Module, taps: Sequence[str], depth: int | None) -> str:
+    marks: dict[str, list[str]] = {}
+    for spec in taps:
+        path, _, kind = spec.partition(":")
+        if not spec.startswith("@"):
+            marks.setdefault(path.rsplit(".", 1)[0] if kind == "return" and "." in path and not _is_module(model, path)
+                             else path, []).append(spec)
+    lines = [f"{title}: {type(model).__name__} ({sum(p.numel() for p in model.parameters() if not isinstance(p, nn.parameter.UninitializedParameter)):,} params)"]
+    for name, mod in model.named_modules():
+        level = name.count(".") + 1 if name else 0
+        if not name or (depth is not None and level > depth and name not in marks):
+            continue
+        tag = f"   ◀── tap {', '.join(marks[name])}" if name in marks else ""
+        lines.append(f"{'  ' * level}{name.rsplit('.', 1)[-1]}: {type(mod).__name__}{tag}")
+    emits = [s for s in taps if s.startswith("@")]
+    if emits:
+        lines.append(f"  emitted: {', '.join(emits)}")
+    return "\n".join(lines)
+
+
+def _is_module(model: nn.Module, path: str) -> bool:
+    try:
+        resolve_module(model, path)
+        return True
+    except ValueError:
+        return False
+
+
+def iter_jobs(distiller: Distiller) -> Iterator[JobModule]:
+    """The runtime jobs of a distiller, in order."""
+    yield from distiller.jobs  # type: ignore[misc]

@@ -1,0 +1,148 @@
+"""Jobs: what to compare (taps), how (connector + loss), how much (weight, warm-up).
+
+A :class:`DistillJob` is the declarative spec (what other toolboxes call a *mimic job*); it is a
+pydantic model, so a YAML/dict job is validated with errors naming the field. :class:`JobModule` is
+its runtime form inside a :class:`~kdforge.distiller.Distiller`: it owns the connectors and the loss
+(their parameters train with the student).
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Literal, Sequence
+
+import torch
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
+from torch import Tensor, nn
+
+from .connectors import Connector, build_connector
+from .losses.base import check_same_shape
+from .registry import LOSSES
+
+LossSpec = str | dict[str, Any]
+ConnectorSpec = str | dict[str, Any] | None
+
+#: the pseudo-teacher whose taps are the student's own (detached) tensors: self-distillation
+SELF = "self"
+
+
+def _listify(v: Any) -> Any:
+    return [v] if isinstance(v, str) else v
+
+
+class DistillJob(BaseModel):
+    """One distillation job: student taps vs teacher taps through connectors and a loss.
+
+    Seeds' names are accepted as aliases: ``loss_weight`` (weight), ``warm_up_iters``
+    (warmup_iters), ``mimic_name`` (name), ``student_module``/``student_taps``,
+    ``teacher_module``/``teacher_taps``, ``teacher_names`` (teachers). A loss is a registered name,
+    ``{"type": name, **kwargs}`` or ``{"type": name, "kwargs": {...}}``.
+    """
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, arbitrary_types_allowed=True)
+
+    loss: LossSpec | nn.Module
+    student: list[str] = Field(validation_alias=AliasChoices("student", "student_taps", "student_module",
+                                                             "student_layers"))
+    teacher: list[str] = Field(validation_alias=AliasChoices("teacher", "teacher_taps", "teacher_module",
+                                                             "teacher_layers"))
+    name: str | None = Field(default=None, validation_alias=AliasChoices("name", "mimic_name"))
+    teachers: list[str] | None = Field(default=None, validation_alias=AliasChoices("teachers", "teacher_names"))
+    teacher_weights: list[float] | None = None
+    combine: Literal["mean", "confidence"] = "mean"
+    connector: ConnectorSpec | list[ConnectorSpec] | nn.Module = None
+    weight: float = Field(default=1.0, validation_alias=AliasChoices("weight", "loss_weight"))
+    warmup_iters: int = Field(default=0, ge=0, validation_alias=AliasChoices("warmup_iters", "warm_up_iters"))
+    schedule: Callable[[int], float] | None = Field(default=None, exclude=True)
+
+    _split = field_validator("student", "teacher", "teachers", mode="before")(lambda v: _listify(v))
+
+    @field_validator("loss", mode="before")
+    @classmethod
+    def _loss_spec(cls, v: Any) -> Any:
+        if isinstance(v, dict) and "type" not in v:
+            raise ValueError(f"a loss dict needs a 'type' key (registered: {', '.join(LOSSES.names())})")
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "DistillJob":
+        if not self.student or not self.teacher:
+            raise ValueError("a job needs at least one student tap and one teacher tap")
+        if self.teacher_weights is not None and self.teachers is not None \
+                and len(self.teacher_weights) != len(self.teachers):
+            raise ValueError(f"teacher_weights has {len(self.teacher_weights)} entries for "
+                             f"{len(self.teachers)} teachers {self.teachers}")
+        return self
+
+    def warmup_factor(self, step: int) -> float:
+        """Linear ramp 0 → 1 over ``warmup_iters`` training steps, times the optional schedule."""
+        f = 1.0 if self.warmup_iters == 0 else min(1.0, step / self.warmup_iters)
+        return f * (self.schedule(step) if self.schedule is not None else 1.0)
+
+
+def build_loss(spec: LossSpec | nn.Module) -> nn.Module:
+    """A loss module from a name, a ``{"type": ..., **kwargs}`` dict, or a ready module."""
+    if isinstance(spec, nn.Module):
+        return spec
+    if isinstance(spec, str):
+        return LOSSES.build(spec)
+    kwargs = dict(spec)
+    name = kwargs.pop("type")
+    kwargs.update(kwargs.pop("kwargs", None) or {})
+    return LOSSES.build(name, **kwargs)
+
+
+class JobModule(nn.Module):
+    """Runtime job: connectors per (student, teacher) tap pair and the loss."""
+
+    def __init__(self, spec: DistillJob, name: str, teacher_names: Sequence[str]) -> None:
+        super().__init__()
+        self.spec, self.name, self.teacher_names = spec, name, list(teacher_names)
+        self.loss = build_loss(spec.loss)
+        self.pairwise = getattr(self.loss, "pairwise", True)
+        self.same_shape = getattr(self.loss, "same_shape", True)
+        self.multi_teacher = getattr(self.loss, "multi_teacher", False)
+        n_s, n_t = len(spec.student), len(spec.teacher)
+        if self.pairwise and n_s != n_t:
+            raise ValueError(f"job {name!r}: loss {type(self.loss).__name__} compares tap pairs, but the job "
+                             f"has {n_s} student taps {spec.student} and {n_t} teacher taps {spec.teacher}")
+        conns = spec.connector if isinstance(spec.connector, list) else [spec.connector] * n_s
+        if len(conns) != n_s:
+            raise ValueError(f"job {name!r}: {len(conns)} connectors for {n_s} student taps; give one per tap")
+        self.connectors = nn.ModuleList(build_connector(c) for c in conns)
+        w = spec.teacher_weights
+        self.teacher_weights = [1.0 / len(self.teacher_names)] * len(self.teacher_names) if w is None else list(w)
+
+    def forward(self, student: list[Tensor], teachers: list[list[Tensor]], ctx: dict[str, Any]) -> Tensor:
+        """``student``: one tensor per student tap; ``teachers``: per teacher, one tensor per teacher tap."""
+        s = [self._connect(i, x, teachers[0][i] if i < len(teachers[0]) else None) for i, x in enumerate(student)]
+        if self.same_shape and self.pairwise:
+            for i, (x, t) in enumerate(zip(s, teachers[0])):
+                check_same_shape(x, t, f"job {self.name!r}, pair {self.spec.student[i]!r} ↔ {self.spec.teacher[i]!r}")
+        if self.multi_teacher and len(teachers) > 1:
+            ctx = {**ctx, "teacher_weights": self.teacher_weights}
+            if self.pairwise:
+                return sum(self.loss(x, [t[i] for t in teachers], **ctx) for i, x in enumerate(s))
+            return self.loss(s, teachers, **ctx)
+        total: Tensor | float = 0.0
+        for w, t in zip(self.teacher_weights, teachers):
+            val = sum(self.loss(x, y, **ctx) for x, y in zip(s, t)) if self.pairwise else self.loss(s, t, **ctx)
+            total = total + w * val
+        assert isinstance(total, Tensor)
+        return total
+
+    def _connect(self, i: int, x: Tensor, target: Tensor | None) -> Tensor:
+        conn = self.connectors[i]
+        if isinstance(conn, Connector) and target is not None:
+            conn.bind_once(x.shape, target.shape)
+        return conn(x)
+
+
+def combine_by_confidence(teachers: list[list[Tensor]], logits: list[Tensor], labels: Tensor) -> list[list[Tensor]]:
+    """Per sample, keep the tensors of the teacher whose logits have the lowest cross-entropy."""
+    ce = torch.stack([nn.functional.cross_entropy(z.float(), labels, reduction="none") for z in logits])
+    best = ce.argmin(0)  # (N,)
+    out = []
+    for i in range(len(teachers[0])):
+        stacked = torch.stack([t[i] for t in teachers])  # (K, N, ...)
+        idx = best.view(1, -1, *([1] * (stacked.dim() - 2))).expand(1, *stacked.shape[1:])
+        out.append(stacked.gather(0, idx).squeeze(0))
+    return [out]
