@@ -33,8 +33,10 @@ def closest(name: str, names: list[str], n: int = 3) -> list[str]:
 class Registry:
     """A mapping ``name -> builder`` (a class or a function returning an object)."""
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, var: str | None = None) -> None:
         self.kind = kind
+        self.plural = kind + ("es" if kind.endswith("s") else "s")
+        self.var = var or self.plural.upper()  # the name users import: kdforge.LOSSES
         self._items: dict[str, Callable[..., Any]] = {}
 
     def register(self, name: str | None = None, *, override: bool = False) -> Callable[[T], T]:
@@ -60,8 +62,8 @@ class Registry:
             hint = closest(name, list(self._items))
             did = f" Did you mean {', '.join(map(repr, hint))}?" if hint else ""
             raise RegistryError(
-                f"unknown {self.kind} {name!r}.{did} Registered {self.kind}s: {', '.join(sorted(self._items))}. "
-                f"Register your own with @kdforge.{self.kind.upper()}S.register('name')."
+                f"unknown {self.kind} {name!r}.{did} Registered {self.plural}: {', '.join(sorted(self._items))}. "
+                f"Register your own with @kdforge.{self.var}.register('name')."
             ) from None
 
     def build(self, name: str, /, **kwargs: Any) -> Any:
