@@ -95,3 +95,4 @@ class Registry:
 LOSSES = Registry("loss")
 CONNECTORS = Registry("connector")
 MODELS = Registry("model")
+TASKS = Registry("task")

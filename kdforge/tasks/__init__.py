@@ -1,0 +1,5 @@
+"""Tasks: batch format, criterion and metrics per problem type; registered in ``TASKS``."""
+from ..registry import TASKS
+from .base import Meter, Task
+
+__all__ = ["TASKS", "Meter", "Task"]
