@@ -1,0 +1,178 @@
+"""Build models by name and load weights safely.
+
+``build_model`` accepts
+
+* a name registered in :data:`kdforge.MODELS` (``"resnet32x4"``; see ``MODELS.names()``),
+* ``"torchvision:<name>"`` / ``"timm:<name>"`` when those packages are installed,
+* ``"package.module:callable"`` — any importable callable returning an ``nn.Module``.
+
+``load_weights`` reads a state dict with ``torch.load(..., weights_only=True)`` (no arbitrary
+pickles) or safetensors, unwraps common checkpoint layouts and DDP's ``module.`` prefix, and fails
+with a :class:`WeightsError` that lists what does not fit.
+"""
+from __future__ import annotations
+
+import importlib
+import pickle
+import zipfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..registry import MODELS
+
+CHECKPOINT_KEYS = ("model", "state_dict", "student")
+_SHOW = 5  # how many names an error lists per category
+
+
+class WeightsError(ValueError):
+    """Weights that cannot be loaded into a model (bad file, layout, keys or shapes)."""
+
+
+class WeightsFileNotFoundError(WeightsError, FileNotFoundError):
+    """The weights file does not exist."""
+
+
+def _external(lib: str, name: str, kwargs: dict[str, Any]) -> nn.Module:
+    try:
+        module = importlib.import_module(lib)
+    except ImportError:
+        raise ImportError(
+            f"model {lib}:{name} needs the {lib} package, which is not installed; "
+            f"run `pip install {lib}` (or `pip install kdforge[vision]`)"
+        ) from None
+    if lib == "timm":
+        return module.create_model(name, **kwargs)
+    return module.models.get_model(name, **kwargs)
+
+
+def _import_callable(spec: str) -> Any:
+    mod_name, _, attr = spec.partition(":")
+    if not mod_name or not attr:
+        raise ValueError(f"model spec {spec!r} must look like 'package.module:callable'")
+    try:
+        obj: Any = importlib.import_module(mod_name)
+    except ImportError as e:
+        raise ImportError(f"cannot import module {mod_name!r} for model {spec!r}: {e}") from e
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            public = sorted(n for n in dir(obj) if not n.startswith("_"))[:20]
+            raise AttributeError(f"{mod_name!r} has no attribute {attr!r} (model {spec!r}); it has: {', '.join(public)}")
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise TypeError(f"model spec {spec!r} names {type(obj).__name__!r}, which is not callable")
+    return obj
+
+
+def build_model(name: str, **kwargs: Any) -> nn.Module:
+    """Build a model from a zoo name, ``"torchvision:x"``, ``"timm:x"`` or ``"package.module:callable"``.
+
+    Keyword arguments go to the builder (zoo models take ``num_classes=10, in_channels=3``).
+    An unknown zoo name raises :class:`kdforge.RegistryError` naming the closest registered names.
+    """
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"model name must be a non-empty string, got {name!r}")
+    if ":" not in name:
+        return MODELS.build(name, **kwargs)
+    lib, _, rest = name.partition(":")
+    if lib in ("torchvision", "timm"):
+        model = _external(lib, rest, kwargs)
+    else:
+        model = _import_callable(name)(**kwargs)
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model spec {name!r} returned {type(model).__name__}, not a torch.nn.Module")
+    return model
+
+
+# ------------------------------------------------------------------------------------------ weights
+def _read(path: Path) -> Any:
+    if path.suffix == ".safetensors":
+        try:
+            from safetensors.torch import load_file
+        except ImportError:
+            raise WeightsError(f"{path} is a safetensors file; run `pip install safetensors` to read it") from None
+        try:
+            return load_file(str(path), device="cpu")
+        except Exception as e:  # safetensors raises its own error types
+            raise WeightsError(f"{path} is not a readable safetensors file: {e}") from e
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        if "weights only" in str(e).lower() or "weights_only" in str(e):
+            raise WeightsError(
+                f"{path} holds Python objects besides tensors, which kdforge does not unpickle for safety. "
+                f"Re-save only the weights: torch.save(model.state_dict(), path). ({str(e).splitlines()[0]})"
+            ) from e
+        raise WeightsError(f"{path} is not a PyTorch weights file (save one with torch.save(model.state_dict(), path)): {e}") from e
+    except (RuntimeError, EOFError, ValueError, zipfile.BadZipFile, OSError) as e:
+        raise WeightsError(f"{path} is not a PyTorch weights file or is damaged (save one with torch.save(model.state_dict(), path)): {e}") from e
+
+
+def _is_state_dict(obj: Any) -> bool:
+    return isinstance(obj, Mapping) and len(obj) > 0 and all(isinstance(v, torch.Tensor) for v in obj.values())
+
+
+def _unwrap(obj: Any, path: Path, key: str | None) -> Mapping[str, torch.Tensor]:
+    if not isinstance(obj, Mapping):
+        raise WeightsError(f"{path} holds a {type(obj).__name__}, not a state dict or a checkpoint dict")
+    keys = ", ".join(map(repr, list(obj)[:10]))
+    if key is not None:
+        if key not in obj:
+            raise WeightsError(f"{path} has no entry {key!r}; its top-level keys are: {keys}")
+        obj = obj[key]
+    elif not _is_state_dict(obj):
+        found = next((k for k in CHECKPOINT_KEYS if _is_state_dict(obj.get(k))), None)
+        if found is None:
+            raise WeightsError(
+                f"{path} is a dict but neither a state dict nor a checkpoint holding one under "
+                f"{', '.join(map(repr, CHECKPOINT_KEYS))}; its top-level keys are: {keys}. Pass key='...' to pick one."
+            )
+        obj = obj[found]
+    if not _is_state_dict(obj):
+        raise WeightsError(f"{path}: entry {key!r} is not a state dict (a mapping of names to tensors)")
+    return obj
+
+
+def _listing(kind: str, items: list[str]) -> str:
+    more = f", ... ({len(items) - _SHOW} more)" if len(items) > _SHOW else ""
+    return f"{len(items)} {kind}: {', '.join(items[:_SHOW])}{more}"
+
+
+def load_weights(model: nn.Module, path: str | Path, strict: bool = True, key: str | None = None) -> nn.Module:
+    """Load weights from ``path`` into ``model`` (in place) and return the model.
+
+    ``path`` holds a raw state dict or a checkpoint dict with one under ``key`` or, when ``key`` is
+    None, under the first of ``"model"``, ``"state_dict"``, ``"student"``. A ``"module."`` prefix on
+    every key (DistributedDataParallel) is stripped. With ``strict=False`` missing and unexpected keys
+    are ignored; shape mismatches always raise. Raises :class:`WeightsError` (a ``ValueError``;
+    :class:`WeightsFileNotFoundError` also a ``FileNotFoundError`` for a missing file).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsFileNotFoundError(f"weights file {str(path)!r} does not exist" + (" (it is a directory)" if path.is_dir() else ""))
+    state = dict(_unwrap(_read(path), path, key))
+    own = model.state_dict()
+    if all(k.startswith("module.") for k in state) and not any(k.startswith("module.") for k in own):
+        state = {k[len("module."):]: v for k, v in state.items()}
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    mismatched = [
+        f"{k} (file {tuple(v.shape)} vs model {tuple(own[k].shape)})"
+        for k, v in state.items() if k in own and v.shape != own[k].shape
+    ]
+    problems = [_listing("shape mismatches", mismatched)] if mismatched else []
+    if strict:
+        problems += [_listing("missing keys", missing)] if missing else []
+        problems += [_listing("unexpected keys", unexpected)] if unexpected else []
+    if problems:
+        hint = (" Was the model built with the same architecture and num_classes/in_channels as the weights?"
+                + (" Pass strict=False to skip missing/unexpected keys." if strict and (missing or unexpected) else ""))
+        raise WeightsError(f"cannot load {path} into {type(model).__name__}: " + "; ".join(problems) + "." + hint)
+    model.load_state_dict(state, strict=strict)
+    return model
+
+
+__all__ = ["CHECKPOINT_KEYS", "WeightsError", "WeightsFileNotFoundError", "build_model", "load_weights"]
