@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from .capture import Tapper, resolve_module
-from .job import SELF, DistillJob, JobModule, combine_by_confidence
+from .job import SELF, DistillJob, JobModule
 
 Teachers = Mapping[str, nn.Module] | Sequence[nn.Module] | nn.Module | None
 
@@ -140,10 +140,8 @@ class Distiller(nn.Module):
             s_feats = [srec[t] for t in job.spec.student]
             t_feats = [[srec[t].detach() if n == SELF else trecs[n][t] for t in job.spec.teacher]
                        for n in job.teacher_names]
-            if job.spec.combine == "confidence" and len(t_feats) > 1:
-                t_feats = combine_by_confidence(t_feats, [tlogits[n] for n in job.teacher_names],
-                                                _need(ctx, "labels", job.name))
-            val = job(s_feats, t_feats, ctx) * (job.spec.weight * job.spec.warmup_factor(step))
+            logits = [tlogits.get(n) for n in job.teacher_names] if job.spec.combine == "confidence" else None
+            val = job(s_feats, t_feats, ctx, logits) * (job.spec.weight * job.spec.warmup_factor(step))
             losses[job.name] = val.detach()
             total = total + val
         self.losses = losses
@@ -237,12 +235,6 @@ def _device_of(out: Any) -> torch.device:
     if isinstance(out, Mapping) and out:
         return _device_of(next(iter(out.values())))
     return torch.device("cpu")
-
-
-def _need(ctx: Mapping[str, Any], key: str, job: str) -> Any:
-    if ctx.get(key) is None:
-        raise DistillerError(f"job {job!r} needs {key}=... in the distiller call (e.g. distiller(x, {key}=...))")
-    return ctx[key]
 
 
 def _tree(title: str, model: nn.Module, taps: Sequence[str], depth: int | None) -> str:

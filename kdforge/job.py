@@ -111,8 +111,17 @@ class JobModule(nn.Module):
         w = spec.teacher_weights
         self.teacher_weights = [1.0 / len(self.teacher_names)] * len(self.teacher_names) if w is None else list(w)
 
-    def forward(self, student: list[Tensor], teachers: list[list[Tensor]], ctx: dict[str, Any]) -> Tensor:
-        """``student``: one tensor per student tap; ``teachers``: per teacher, one tensor per teacher tap."""
+    def forward(self, student: list[Tensor], teachers: list[list[Tensor]], ctx: dict[str, Any],
+                teacher_logits: list[Tensor] | None = None) -> Tensor:
+        """``student``: one tensor per student tap; ``teachers``: per teacher, one tensor per teacher tap;
+        ``teacher_logits``: each teacher's output, needed by ``combine="confidence"``."""
+        weights = self.teacher_weights
+        if self.spec.combine == "confidence" and len(teachers) > 1:
+            labels = ctx.get("labels")
+            if labels is None or teacher_logits is None:
+                raise ValueError(f"job {self.name!r} combines teachers by confidence and needs labels=... "
+                                 f"in the distiller call (and the teachers' logits)")
+            teachers, weights = combine_by_confidence(teachers, teacher_logits, labels), [1.0]
         s = [self._connect(i, x, teachers[0][i] if i < len(teachers[0]) else None) for i, x in enumerate(student)]
         if self.same_shape and self.pairwise:
             for i, (x, t) in enumerate(zip(s, teachers[0])):
@@ -123,7 +132,7 @@ class JobModule(nn.Module):
                 return sum(self.loss(x, [t[i] for t in teachers], **ctx) for i, x in enumerate(s))
             return self.loss(s, teachers, **ctx)
         total: Tensor | float = 0.0
-        for w, t in zip(self.teacher_weights, teachers):
+        for w, t in zip(weights, teachers):
             val = sum(self.loss(x, y, **ctx) for x, y in zip(s, t)) if self.pairwise else self.loss(s, t, **ctx)
             total = total + w * val
         assert isinstance(total, Tensor)
