@@ -1,5 +1,5 @@
 """Distillation losses, one module per family; importing registers them in ``LOSSES``."""
-from . import base, feature, response  # noqa: F401  (registration)
+from . import base, feature, ofd, response  # noqa: F401  (registration)
 from . import crd, relation  # noqa: F401  (registration)
 from .base import DistillLoss, ShapeMismatchError
 
