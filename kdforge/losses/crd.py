@@ -128,10 +128,11 @@ class CRDLoss(DistillLoss):
         index = self._index(ctx, s.shape[0])
         idx = self._contrast(ctx, index)
         f_s, f_t = self.embed_s(s), self.embed_t(t.detach())
-        w_t = self.memory_t[idx].detach().float()  # (N, 1+K, D); scores in float32 (exp(1/τ) overflows fp16)
-        w_s = self.memory_s[idx].detach().float()
-        out_s = torch.exp(torch.bmm(w_t, f_s.float().unsqueeze(2)).squeeze(2) / self.nce_t)  # student anchor
-        out_t = torch.exp(torch.bmm(w_s, f_t.float().unsqueeze(2)).squeeze(2) / self.nce_t)  # teacher anchor
+        dt = torch.promote_types(f_s.dtype, torch.float32)  # at least float32: exp(1/τ) overflows fp16
+        w_t = self.memory_t[idx].detach().to(dt)  # (N, 1+K, D)
+        w_s = self.memory_s[idx].detach().to(dt)
+        out_s = torch.exp(torch.bmm(w_t, f_s.to(dt).unsqueeze(2)).squeeze(2) / self.nce_t)  # student anchor
+        out_t = torch.exp(torch.bmm(w_s, f_t.to(dt).unsqueeze(2)).squeeze(2) / self.nce_t)  # teacher anchor
         with torch.no_grad():
             if self.z[0] < 0:
                 self.z[0] = out_s.mean() * self.n_data
