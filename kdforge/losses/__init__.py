@@ -1,6 +1,7 @@
 """Distillation losses, one module per family; importing registers them in ``LOSSES``."""
 from . import base, feature, ofd, response  # noqa: F401  (registration)
 from . import crd, relation  # noqa: F401  (registration)
+from . import ft, mgd, vid  # noqa: F401  (registration)
 from .base import DistillLoss, ShapeMismatchError
 
 __all__ = ["DistillLoss", "ShapeMismatchError"]
