@@ -1,0 +1,141 @@
+"""One training epoch and one evaluation pass, driven only through the Task protocol."""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+import torch
+from torch import Tensor, nn
+
+from ..config.run import AmpConfig, OptimizerConfig
+from ..tasks.base import Task
+from .amp import autocast
+from .distributed import DistContext, all_reduce_sum, broadcast_buffers
+from .logging import Progress
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (e.g. the loss became NaN/inf)."""
+
+
+def build_optimizer(cfg: OptimizerConfig, params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
+    """SGD (momentum, Nesterov) or AdamW over ``params`` with the config's weight decay."""
+    params = list(params)
+    if not params:
+        raise TrainingError("nothing to train: the model has no parameters that require grad")
+    if cfg.name == "sgd":
+        if cfg.nesterov and cfg.momentum <= 0:
+            raise TrainingError("train.optimizer.nesterov=true needs train.optimizer.momentum > 0")
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+                               nesterov=cfg.nesterov)
+    return torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+
+
+def batch_len(inputs: Any, targets: Any) -> int:
+    """Samples in a batch: the first dimension of the input tensor, else ``len(targets)``."""
+    if isinstance(inputs, Tensor) and inputs.dim() > 0:
+        return int(inputs.shape[0])
+    if isinstance(inputs, (list, tuple)) and inputs and isinstance(inputs[0], Tensor) and inputs[0].dim() == 4:
+        return int(inputs[0].shape[0])
+    return len(inputs) if isinstance(inputs, (list, tuple)) else len(targets)
+
+
+@dataclass
+class Step:
+    """What a training epoch needs besides the data: the models, optimisation state and settings."""
+
+    net: nn.Module                 # what is called: DDP(distiller) / distiller / model
+    distiller: Any                 # the unwrapped Distiller, or None for plain training
+    params: list[nn.Parameter]
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    scaler: Any
+    task: Task
+    amp: AmpConfig
+    device: torch.device
+    ce_weight: float = 1.0
+    grad_clip: float | None = None
+    job_names: list[str] = field(default_factory=list)
+
+
+def train_epoch(s: Step, loader: Iterable[Any], epoch: int, epochs: int, ctx: DistContext, log_every: int,
+                show: bool) -> dict[str, float]:
+    """Train one epoch; returns the (all-rank) mean losses, lr, time and throughput."""
+    s.net.train()
+    sums = torch.zeros(3 + len(s.job_names), dtype=torch.float64, device=s.device)  # loss, task, kd, jobs…
+    count = 0
+    n_steps = len(loader)  # type: ignore[arg-type]
+    progress = Progress(epoch + 1, epochs, n_steps, log_every, enabled=show)
+    t0 = time.perf_counter()
+    for i, batch in enumerate(loader):
+        inputs, targets = s.task.batch_to(batch, s.device)
+        with autocast(s.amp, s.device):
+            if s.distiller is not None:
+                out, kd = s.net(inputs, **s.task.loss_context(targets, batch), epoch=epoch)
+            else:
+                out, kd = s.net(inputs), None
+            task_loss = s.task.criterion(out, targets)
+            loss = s.ce_weight * task_loss + (kd if kd is not None else 0.0)
+        s.optimizer.zero_grad(set_to_none=True)
+        if s.scaler is not None:
+            s.scaler.scale(loss).backward()
+            if s.grad_clip:
+                s.scaler.unscale_(s.optimizer)
+                torch.nn.utils.clip_grad_norm_(s.params, s.grad_clip)
+            s.scaler.step(s.optimizer)
+            s.scaler.update()
+        else:
+            loss.backward()
+            if s.grad_clip:
+                torch.nn.utils.clip_grad_norm_(s.params, s.grad_clip)
+            s.optimizer.step()
+        s.scheduler.step()
+        n = batch_len(inputs, targets)
+        count += n
+        parts = [loss.detach(), task_loss.detach(), kd.detach() if kd is not None else torch.zeros((), device=s.device)]
+        if s.distiller is not None:
+            parts += [s.distiller.losses[j] for j in s.job_names]
+        sums += torch.stack([p.to(s.device, torch.float64) for p in parts]) * n
+        if (i + 1) % log_every == 0 or i + 1 == n_steps:
+            value = float(loss.detach())
+            if not math.isfinite(value):
+                raise TrainingError(f"the loss is {value} at epoch {epoch + 1}, step {i + 1}; lower "
+                                    f"train.optimizer.lr, set train.grad_clip, or use train.amp.dtype=bf16")
+            progress.update(i + 1, count, {"loss": value})
+        else:
+            progress.update(i + 1, count, None)
+    progress.close()
+    elapsed = time.perf_counter() - t0
+    total = all_reduce_sum(torch.cat([sums, torch.tensor([float(count)], dtype=torch.float64, device=s.device)]), ctx)
+    count_all = max(1.0, float(total[-1]))
+    means = (total[:-1] / count_all).tolist()
+    row = {"lr": float(s.optimizer.param_groups[0]["lr"]), "train_loss": means[0], "task_loss": means[1]}
+    if s.distiller is not None:
+        row["kd_loss"] = means[2]
+        row.update({f"loss_{j}": v for j, v in zip(s.job_names, means[3:])})
+    row.update({"epoch_time": elapsed, "throughput": count_all / max(elapsed, 1e-9)})
+    return row
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader: Iterable[Any], task: Task, device: torch.device, amp: AmpConfig,
+             ctx: DistContext | None = None) -> dict[str, float]:
+    """The task's metrics of ``model`` over ``loader`` (summed over ranks under DDP)."""
+    ctx = ctx or DistContext(device=device)
+    broadcast_buffers(model, ctx)
+    was = model.training
+    model.eval()
+    meter = task.metrics()
+    try:
+        for batch in loader:
+            inputs, targets = task.batch_to(batch, device)
+            with autocast(amp, device):
+                out = model(inputs)
+            meter.update(out, targets)
+    finally:
+        model.train(was)
+    if ctx.distributed:
+        meter.load_state(all_reduce_sum(meter.state().to(device), ctx).cpu())
+    return meter.compute()

@@ -1,0 +1,262 @@
+"""The trainer: a RunConfig → trained student, ``metrics.csv``, checkpoints and ``summary.json``.
+
+>>> from kdforge.engine import train
+>>> result = train("configs/fmnist/kd.yaml", overrides=["train.epochs=1"])
+>>> result["best"]["value"]
+
+With ``jobs`` the student trains inside a :class:`~kdforge.Distiller` (teachers frozen); without,
+``model`` trains alone. Under ``torchrun`` the same code runs data-parallel (see ``distributed.py``).
+"""
+from __future__ import annotations
+
+import copy
+import json
+import random
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+import yaml
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from ..build import build_model_from_spec
+from ..config.run import RunConfig, load_run_config
+from ..distiller import Distiller
+from ..registry import TASKS
+from .amp import check_amp, make_scaler
+from .checkpoint import FORMAT, VERSION, CheckpointError, atomic_save, load_module_state, preserved_rng, \
+    read_checkpoint, rng_state, set_rng_state
+from .data import ShardSampler, build_datasets, make_loader
+from .distributed import DistContext, barrier, cleanup, init_distributed
+from .logging import CSVLog, TensorBoard, say
+from .loop import Step, TrainingError, build_optimizer, evaluate, train_epoch
+from .schedule import build_scheduler
+
+ConfigLike = str | Path | Mapping[str, Any] | RunConfig
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+class Trainer:
+    """Train one run. ``model``/``teachers``/``datasets`` given here replace what the config names
+    (``datasets`` = ``(train, eval)``), handy in notebooks and tests."""
+
+    def __init__(self, cfg: ConfigLike, overrides: list[str] | None = None, *, model: nn.Module | None = None,
+                 teachers: Mapping[str, nn.Module] | None = None, datasets: tuple[Dataset, Dataset] | None = None,
+                 verbose: bool = True) -> None:
+        self.cfg = load_run_config(copy.deepcopy(dict(cfg)) if isinstance(cfg, Mapping) else cfg, overrides)
+        self._model, self._teachers, self._datasets, self.verbose = model, dict(teachers or {}), datasets, verbose
+        self.student: nn.Module | None = None
+        self.distiller: Distiller | None = None
+        self._prior_time = 0.0  # training seconds before a resume
+        self._t_train = 0.0
+
+    # ------------------------------------------------------------------------------ building
+    def _data(self, ctx: DistContext) -> tuple[Any, Any, Dataset]:
+        cfg = self.cfg.data
+        if self._datasets is not None:
+            train_ds, eval_ds = self._datasets
+            collate = getattr(train_ds, "collate_fn", None)
+        else:
+            train_ds, eval_ds, collate = build_datasets(cfg, self.cfg.seed)
+        if cfg.batch_size % ctx.world_size:
+            raise TrainingError(f"data.batch_size={cfg.batch_size} is the global batch; it must divide by the "
+                                f"{ctx.world_size} processes")
+        bs = cfg.batch_size // ctx.world_size
+        ebs = max(1, (cfg.eval_batch_size or cfg.batch_size) // ctx.world_size)
+        self._train_sampler = ShardSampler(len(train_ds), ctx.rank, ctx.world_size, True, self.cfg.seed)  # type: ignore[arg-type]
+        eval_sampler = ShardSampler(len(eval_ds), ctx.rank, ctx.world_size, False, pad=False)  # type: ignore[arg-type]
+        pin = ctx.device.type == "cuda"
+        train_loader = make_loader(train_ds, bs, self._train_sampler, cfg.num_workers, collate, pin)
+        eval_loader = make_loader(eval_ds, ebs, eval_sampler, cfg.num_workers, collate, pin)
+        if len(train_loader) == 0:
+            raise TrainingError("the training set is empty; check data.train_subset and data.root")
+        self._first_batch_loader = DataLoader(train_ds, batch_size=min(bs, 8), shuffle=False, collate_fn=collate)
+        return train_loader, eval_loader, train_ds
+
+    def _models(self, ctx: DistContext) -> nn.Module:
+        cfg = self.cfg
+        student = self._model if self._model is not None else build_model_from_spec(cfg.model)
+        self.student = student
+        if not cfg.jobs:
+            if cfg.teachers:
+                say("note: no jobs, so the teachers are not used (plain training of `model`)", self._show(ctx))
+            return student.to(ctx.device)
+        teachers = {}
+        for name, spec in cfg.teachers.items():
+            if name in self._teachers:
+                teachers[name] = self._teachers[name]
+                continue
+            if not spec.weights:
+                say(f"warning: teacher {name!r} ({spec.name}) has no weights: distilling from an untrained teacher",
+                    self._show(ctx))
+            teachers[name] = build_model_from_spec(spec)
+        teachers.update({k: v for k, v in self._teachers.items() if k not in teachers})
+        self.distiller = Distiller(student, teachers, cfg.jobs)
+        return self.distiller.to(ctx.device)
+
+    def _show(self, ctx: DistContext) -> bool:
+        return self.verbose and ctx.is_main
+
+    # ------------------------------------------------------------------------------ training
+    def fit(self, resume: str | Path | bool | None = None) -> dict[str, Any]:
+        """Train (or continue training from a checkpoint) and return the run summary."""
+        cfg, tc = self.cfg, self.cfg.train
+        ctx = init_distributed(cfg.device)
+        try:
+            check_amp(tc.amp, ctx.device)
+            seed_everything(cfg.seed)
+            task = TASKS.build(cfg.task, **cfg.task_kwargs)
+            train_loader, eval_loader, _ = self._data(ctx)
+            net = self._models(ctx)
+            with preserved_rng():
+                first = next(iter(self._first_batch_loader))
+                inputs, targets = task.batch_to(first, ctx.device)
+                if self.distiller is not None:  # materialise lazy connectors before the optimizer and DDP
+                    self.distiller.dry_run(inputs, **task.loss_context(targets, first), epoch=0)
+            params = self.distiller.learnable_parameters() if self.distiller is not None else \
+                [p for p in net.parameters() if p.requires_grad]
+            optimizer = build_optimizer(tc.optimizer, params)
+            scheduler = build_scheduler(optimizer, tc.schedule, tc.epochs, len(train_loader), tc.optimizer.lr)
+            scaler = make_scaler(tc.amp, ctx.device)
+            start, best, resumed_from = 0, None, None
+            if resume:
+                path = self._resume_path(resume)
+                start, best = self._restore(path, net, optimizer, scheduler, scaler)
+                resumed_from = str(path)
+                say(f"resumed from {path} after epoch {start}", self._show(ctx))
+            wrapped: nn.Module = net
+            if ctx.distributed:
+                wrapped = nn.parallel.DistributedDataParallel(
+                    net, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
+            step = Step(wrapped, self.distiller, params, optimizer, scheduler, scaler, task, tc.amp, ctx.device,
+                        tc.ce_weight, tc.grad_clip, [j.name for j in self.distiller.jobs] if self.distiller else [])
+            return self._loop(ctx, step, net, train_loader, eval_loader, start, best, resumed_from, inputs)
+        finally:
+            cleanup(ctx)
+
+    def _loop(self, ctx: DistContext, step: Step, net: nn.Module, train_loader: DataLoader,
+              eval_loader: DataLoader, start: int, best: dict[str, Any] | None, resumed_from: str | None,
+              sample: Any) -> dict[str, Any]:
+        cfg, tc, task = self.cfg, self.cfg.train, step.task
+        run_dir, show = cfg.run_dir, self._show(ctx)
+        assert self.student is not None
+        if ctx.is_main:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        log = CSVLog(run_dir / "metrics.csv", resume_epoch=start if resumed_from else None) if ctx.is_main else None
+        tb = TensorBoard(run_dir / "tb", enabled=ctx.is_main)
+        metrics: dict[str, float] = {}
+        t_train = self._prior_time
+        for epoch in range(start, tc.epochs):
+            self._train_sampler.set_epoch(epoch)
+            train_loader.generator.manual_seed(cfg.seed * 100_003 + epoch)  # worker seeds per epoch
+            row: dict[str, Any] = {"epoch": epoch + 1}
+            row.update(train_epoch(step, train_loader, epoch, tc.epochs, ctx, tc.log_every, show))
+            t_train += row["epoch_time"]
+            self._t_train = t_train
+            if (epoch + 1) % tc.eval_every == 0 or epoch + 1 == tc.epochs:
+                metrics = evaluate(self.student, eval_loader, task, ctx.device, tc.amp, ctx)
+                row.update({f"eval_{k}": v for k, v in metrics.items()})
+                value = metrics.get(task.main_metric)
+                if value is not None and (best is None or value > best["value"]):
+                    best = {"metric": task.main_metric, "value": value, "epoch": epoch + 1}
+                    if ctx.is_main and cfg.checkpoint.keep_best:
+                        atomic_save(self._state(net, step, epoch + 1, best), run_dir / "best.pt")
+            if ctx.is_main:
+                assert log is not None
+                log.write(row)
+                tb.scalars({k: v for k, v in row.items() if k != "epoch"}, epoch + 1)
+                ckpt = self._state(net, step, epoch + 1, best)
+                if cfg.checkpoint.keep_last:
+                    atomic_save(ckpt, run_dir / "last.pt")
+                if cfg.checkpoint.every and (epoch + 1) % cfg.checkpoint.every == 0:
+                    atomic_save(ckpt, run_dir / f"epoch_{epoch + 1:03d}.pt")
+            shown = " ".join(f"{k}={v:.4g}" for k, v in row.items() if isinstance(v, float) and k != "lr")
+            say(f"epoch {epoch + 1}/{tc.epochs} lr={row['lr']:.4g} {shown}", show)
+            barrier(ctx)
+        tb.close()
+        if not metrics:  # resumed a finished run: evaluate the final weights once
+            metrics = evaluate(self.student, eval_loader, task, ctx.device, tc.amp, ctx)
+        summary = self._summary(ctx, task.main_metric, best, metrics, t_train, sample, resumed_from)
+        if ctx.is_main:
+            tmp = run_dir / ".summary.json.tmp"
+            tmp.write_text(json.dumps(summary, indent=2))
+            tmp.replace(run_dir / "summary.json")
+        barrier(ctx)
+        return summary
+
+    # ------------------------------------------------------------------------------ state
+    def _state(self, net: nn.Module, step: Step, epoch: int, best: dict[str, Any] | None) -> dict[str, Any]:
+        assert self.student is not None
+        return {"format": FORMAT, "version": VERSION, "epoch": epoch,
+                "global_step": int(step.scheduler.last_epoch),
+                "student": self.student.state_dict(), "state": net.state_dict(),
+                "kind": "distiller" if self.distiller is not None else "model",
+                "optimizer": step.optimizer.state_dict(), "scheduler": step.scheduler.state_dict(),
+                "scaler": step.scaler.state_dict() if step.scaler is not None else None,
+                "rng": rng_state(), "best": best, "train_time_s": float(self._t_train),
+                "config": self.cfg.to_dict()}
+
+    def _resume_path(self, resume: str | Path | bool) -> Path:
+        if resume is True or resume == "auto":
+            return self.cfg.run_dir / "last.pt"
+        p = Path(resume)  # type: ignore[arg-type]
+        return p / "last.pt" if p.is_dir() else p
+
+    def _restore(self, path: Path, net: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
+                 scaler: Any) -> tuple[int, dict[str, Any] | None]:
+        ckpt = read_checkpoint(path)
+        kind = "distiller" if self.distiller is not None else "model"
+        if ckpt.get("kind") != kind:
+            raise CheckpointError(f"{path} was written by a {'distillation' if ckpt.get('kind') == 'distiller' else 'plain'}"
+                                  f" run, but this run is {'distillation (jobs)' if kind == 'distiller' else 'plain training'};"
+                                  f" resume with the config that wrote it")
+        old = ((ckpt.get("config") or {}).get("model") or {}).get("name")
+        if old is not None and self._model is None and old != self.cfg.model.name:
+            raise CheckpointError(f"{path} was written for model {old!r}, but this run's model is "
+                                  f"{self.cfg.model.name!r}; resume with the config that wrote it")
+        load_module_state(net, ckpt["state"], path, "model" if kind == "model" else "distiller (student, connectors, losses)")
+        try:
+            optimizer.load_state_dict(ckpt["optimizer"])
+            scheduler.load_state_dict(ckpt["scheduler"])
+            if scaler is not None and ckpt.get("scaler"):
+                scaler.load_state_dict(ckpt["scaler"])
+        except (ValueError, KeyError, RuntimeError) as e:
+            raise CheckpointError(f"{path}: optimizer/scheduler state does not fit this run ({e}); resume with "
+                                  f"the config that wrote it") from None
+        set_rng_state(ckpt["rng"])
+        self._prior_time = float(ckpt.get("train_time_s", 0.0))
+        return int(ckpt["epoch"]), ckpt.get("best")
+
+    def _summary(self, ctx: DistContext, main_metric: str, best: dict[str, Any] | None, metrics: dict[str, float], t_train: float,
+                 sample: Any, resumed_from: str | None) -> dict[str, Any]:
+        from ..models import count_macs, count_params
+
+        assert self.student is not None
+        try:
+            one = sample[:1] if isinstance(sample, torch.Tensor) else sample
+            macs: int | None = count_macs(self.student, one)
+        except Exception:  # exotic inputs: report no MACs rather than fail a finished run
+            macs = None
+        teachers = self.distiller.teachers if self.distiller is not None else {}
+        return {"name": self.cfg.name, "task": self.cfg.task, "run_dir": str(self.cfg.run_dir),
+                "model": self.cfg.model.name, "params": count_params(self.student), "macs": macs,
+                "teachers": {n: {"params": count_params(t)} for n, t in teachers.items()},
+                "jobs": [j.name for j in self.distiller.jobs] if self.distiller is not None else [],
+                "main_metric": main_metric,
+                "best": best, "final": metrics, "epochs": self.cfg.train.epochs, "train_time_s": t_train,
+                "world_size": ctx.world_size, "device": str(ctx.device), "resumed_from": resumed_from}
+
+
+def train(cfg: ConfigLike, overrides: list[str] | None = None, resume: str | Path | bool | None = None,
+          **kwargs: Any) -> dict[str, Any]:
+    """``Trainer(cfg, overrides, **kwargs).fit(resume)``."""
+    return Trainer(cfg, overrides, **kwargs).fit(resume)
