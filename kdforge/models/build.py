@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import importlib
 import pickle
-import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -101,14 +100,19 @@ def _read(path: Path) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        if "weights only" in str(e).lower() or "weights_only" in str(e):
+        if "weights only" in str(e).lower():
+            detail = next((ln.strip() for ln in str(e).splitlines() if "Unsupported global" in ln), "")
+            detail = detail.split(" was not")[0].replace("WeightsUnpickler error: ", "")
             raise WeightsError(
-                f"{path} holds Python objects besides tensors, which kdforge does not unpickle for safety. "
-                f"Re-save only the weights: torch.save(model.state_dict(), path). ({str(e).splitlines()[0]})"
+                f"{path} holds Python objects besides tensors ({detail or 'see the cause below'}), which kdforge "
+                f"does not unpickle for safety. Re-save only the weights: torch.save(model.state_dict(), path)"
             ) from e
         raise WeightsError(f"{path} is not a PyTorch weights file (save one with torch.save(model.state_dict(), path)): {e}") from e
-    except (RuntimeError, EOFError, ValueError, zipfile.BadZipFile, OSError) as e:
-        raise WeightsError(f"{path} is not a PyTorch weights file or is damaged (save one with torch.save(model.state_dict(), path)): {e}") from e
+    except Exception as e:  # garbage input makes the unpickler fail in many ways (KeyError, EOFError, ...)
+        raise WeightsError(
+            f"{path} is not a PyTorch weights file or is damaged ({type(e).__name__}: {e}); "
+            f"save one with torch.save(model.state_dict(), path)"
+        ) from e
 
 
 def _is_state_dict(obj: Any) -> bool:
