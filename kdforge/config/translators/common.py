@@ -53,8 +53,10 @@ LOSS_NAMES: dict[str, str] = {
     "channelwisedivergence": "cwd", "kldivergence": "kd",
     "l2loss": "fitnet", "mseloss": "fitnet", "atloss": "at", "attentiontransfer": "at", "abloss": "ab",
     "dkdloss": "dkd", "distloss": "dist", "ofdloss": "ofd", "ftloss": "ft", "factortransferloss": "ft",
-    "crdloss": "crd", "mgdloss": "mgd", "nstloss": "nst", "sploss": "sp", "pktloss": "pkt", "vidloss": "vid",
+    "crdloss": "crd", "fgdloss": "fgd", "nstloss": "nst", "sploss": "sp", "pktloss": "pkt", "vidloss": "vid",
     "irgloss": "irg", "ccloss": "cc", "distancewiserkd": "rkd", "anglewiserkd": "rkd", "rkdloss": "rkd",
+    # not mapped on purpose: MMRazor's/yzd-v's MGDLoss is *Masked Generative* Distillation (Yang 2022),
+    # kdforge's "mgd" is *Matching Guided* Distillation (Yue 2020)
 }
 
 # Per kdforge loss: source keyword → kdforge keyword.
@@ -65,6 +67,7 @@ KWARG_NAMES: dict[str, dict[str, str]] = {
     "dist": {"inter_loss_weight": "beta", "intra_loss_weight": "gamma"},
     "irg": {"vert": "w_vert", "edge": "w_edge", "tran": "w_tran"},
     "vid": {"midC": "mid_channels", "num_mid_channel": "mid_channels"},
+    "fgd": {"alpha_fgd": "alpha", "beta_fgd": "beta", "gamma_fgd": "gamma", "lambda_fgd": "lambda_"},
 }
 
 # Keywords dropped without a warning: kdforge infers channels lazily, names jobs itself, and detaches
@@ -111,6 +114,8 @@ def make_loss(source_type: str, kwargs: Mapping[str, Any] | None, where: str,
     renamed; keywords the registered kdforge loss does not accept are dropped with a warning.
     ``extra`` are kdforge keywords to set (e.g. ``T=1`` for a temperature-free source KL).
     """
+    if str(source_type) == "FeatureLoss" and "alpha_fgd" in (kwargs or {}):
+        source_type = "FGDLoss"  # the FGD repo registers its loss as FeatureLoss
     name = loss_name(source_type)
     factor = 1.0
     out: dict[str, Any] = dict(extra or {})
