@@ -73,7 +73,8 @@ class FineGrainedLoss(DistillLoss):
     follows the official code. :math:`f_{adap}` is the job's connector (the paper's adaptation layer:
     ``conv1x1`` or ``conv3x3_bn``). The paper's anchors are Faster R-CNN's; here they are set for the
     64-px scenes: sizes 16/32/64 px × ratios 0.5/1/2 (override ``anchor_sizes``/``anchor_ratios``).
-    A precomputed ``ctx["imitation_mask"]`` (N,H,W) is used as is. The paper's weight λ is 0.01.
+    A precomputed ``ctx["imitation_mask"]`` (N,H,W) is used as is. The imitation weight λ is the job
+    weight; we recall λ=0.01 from the paper but did not confirm it against the official code — tune it.
     """
 
     def __init__(self, thresh: float = 0.5, anchor_sizes: Sequence[float] = (16, 32, 64),
