@@ -23,6 +23,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from ..build import build_model_from_spec
+from ..config import ConfigError, ModelSpec
 from ..config.run import RunConfig, load_run_config
 from ..distiller import Distiller
 from ..registry import TASKS
@@ -36,6 +37,16 @@ from .loop import Step, TrainingError, build_optimizer, evaluate, train_epoch
 from .schedule import build_scheduler
 
 ConfigLike = str | Path | Mapping[str, Any] | RunConfig
+
+
+def _build(spec: ModelSpec, where: str) -> nn.Module:
+    """``build_model_from_spec`` with bad keyword arguments reported as a config error at ``where``."""
+    try:
+        return build_model_from_spec(spec)
+    except TypeError as e:
+        raise ConfigError(f"{where}: cannot build {spec.name!r} with kwargs {spec.kwargs}: {e}") from e
+    except (ImportError, AttributeError) as e:  # "package.module:callable" that does not resolve
+        raise ConfigError(f"{where}: cannot import model {spec.name!r}: {e}") from e
 
 
 def seed_everything(seed: int) -> None:
@@ -83,7 +94,7 @@ class Trainer:
 
     def _models(self, ctx: DistContext) -> nn.Module:
         cfg = self.cfg
-        student = self._model if self._model is not None else build_model_from_spec(cfg.model)
+        student = self._model if self._model is not None else _build(cfg.model, "model")
         self.student = student
         if not cfg.jobs:
             if cfg.teachers:
@@ -97,9 +108,12 @@ class Trainer:
             if not spec.weights:
                 say(f"warning: teacher {name!r} ({spec.name}) has no weights: distilling from an untrained teacher",
                     self._show(ctx))
-            teachers[name] = build_model_from_spec(spec)
+            teachers[name] = _build(spec, f"teachers.{name}")
         teachers.update({k: v for k, v in self._teachers.items() if k not in teachers})
-        self.distiller = Distiller(student, teachers, cfg.jobs)
+        try:
+            self.distiller = Distiller(student, teachers, cfg.jobs)
+        except (TypeError, KeyError) as e:  # a loss/connector built with arguments it does not take
+            raise ConfigError(f"jobs: {e}") from e
         return self.distiller.to(ctx.device)
 
     def _show(self, ctx: DistContext) -> bool:

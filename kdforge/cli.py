@@ -1,0 +1,179 @@
+"""``kdforge`` command line: train | eval | compare | inspect (and sub-commands added via COMMANDS).
+
+Each sub-command is one :class:`Command`: a function adding its arguments and a function running it
+(returning the exit status). Adding one is a few lines::
+
+    def _convert_args(p): p.add_argument("file")
+
+    @command("convert", "translate another toolbox's config", _convert_args)
+    def convert(args): ...; return 0
+
+Errors a user can fix (bad config field, missing data or weights, incompatible checkpoint) print a
+one-paragraph message and exit with status 2; anything else is a bug and shows its traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+from .engine.report import compare_runs, inspect_model
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str
+    help: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+
+
+COMMANDS: list[Command] = []
+
+
+def command(name: str, help: str, add_arguments: Callable[[argparse.ArgumentParser], None]
+            ) -> Callable[[Callable[[argparse.Namespace], int]], Callable[[argparse.Namespace], int]]:
+    """Register a sub-command (see the module docstring)."""
+    def deco(run: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+        COMMANDS.append(Command(name, help, add_arguments, run))
+        return run
+    return deco
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    """Exception types that mean 'fix your input', shown without a traceback."""
+    from .capture import TapError
+    from .config import ConfigError
+    from .data import DatasetNotFoundError
+    from .distiller import DistillerError
+    from .engine import AmpError, CheckpointError, DeviceError, TrainingError
+    from .losses import ShapeMismatchError
+    from .models import WeightsError
+    from .registry import RegistryError
+    return (ConfigError, RegistryError, CheckpointError, TrainingError, AmpError, DeviceError, DistillerError,
+            TapError, ShapeMismatchError, WeightsError, DatasetNotFoundError)
+
+
+def _common_overrides(args: argparse.Namespace) -> list[str]:
+    ov = list(args.set or [])
+    if getattr(args, "data", None):
+        ov.append(f"data.root={args.data}")
+    if getattr(args, "out", None):
+        ov.append(f"output_dir={args.out}")
+    return ov
+
+
+def _add_config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", help="run config (YAML)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", default=[],
+                   help="override a config field, e.g. --set train.epochs=3 --set model.name=resnet8 (repeatable)")
+    p.add_argument("--data", metavar="DIR", help="dataset directory (sets data.root)")
+
+
+# ------------------------------------------------------------------------------------------ train
+def _train_args(p: argparse.ArgumentParser) -> None:
+    _add_config_args(p)
+    p.add_argument("--resume", nargs="?", const=True, default=None, metavar="PATH",
+                   help="continue from a checkpoint (default: the run directory's last.pt)")
+    p.add_argument("--out", metavar="DIR", help="run directory (sets output_dir; default runs/<name>)")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+
+
+@command("train", "train a model, or distil a student from teachers (config with jobs)", _train_args)
+def train_cmd(args: argparse.Namespace) -> int:
+    from .engine import train
+
+    summary = train(args.config, _common_overrides(args), resume=args.resume, verbose=not args.quiet)
+    best = summary.get("best") or {}
+    if best:
+        print(f"{summary['name']}: best {best['metric']} = {best['value']:.2f} at epoch {best['epoch']}; "
+              f"run directory {summary['run_dir']}")
+    return 0
+
+
+# ------------------------------------------------------------------------------------------- eval
+def _eval_args(p: argparse.ArgumentParser) -> None:
+    _add_config_args(p)
+    p.add_argument("--weights", metavar="PATH", help="state dict or kdforge checkpoint (default: model.weights)")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+
+
+@command("eval", "evaluate weights of the config's model on its evaluation set", _eval_args)
+def eval_cmd(args: argparse.Namespace) -> int:
+    from .engine import evaluate_weights
+
+    res = evaluate_weights(args.config, args.weights, _common_overrides(args))
+    if args.json:
+        print(json.dumps(res, indent=2))
+    else:
+        shown = "  ".join(f"{k}={v:.4g}" for k, v in res["metrics"].items())
+        print(f"{res['model']} ({res['weights']}) on {res['samples']} samples: {shown}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------- compare
+def _compare_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories (with summary.json)")
+    p.add_argument("--baseline", metavar="RUN_DIR", help="run the deltas are taken against (default: the first)")
+    p.add_argument("--metric", help="metric to compare (default: the task's main metric)")
+    p.add_argument("--plot", metavar="PNG", default="compare.png", help="metric curves (default compare.png)")
+    p.add_argument("--no-plot", action="store_true", help="skip the plot")
+
+
+@command("compare", "table (params, MACs, best/final metric, time, delta) and curves of runs", _compare_args)
+def compare_cmd(args: argparse.Namespace) -> int:
+    table, note = compare_runs(args.runs, args.baseline, args.metric, None if args.no_plot else args.plot)
+    print(table)
+    if note:
+        print(note)
+    return 0
+
+
+# ---------------------------------------------------------------------------------------- inspect
+def _inspect_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", help="zoo name (resnet8) or package.module:callable")
+    p.add_argument("--input-shape", default=None, metavar="C,H,W",
+                   help="one sample's shape (default: in_channels,32,32)")
+    p.add_argument("--kwargs", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="model arguments, e.g. --kwargs num_classes=10 in_channels=1")
+    p.add_argument("--depth", type=int, default=None, help="show modules up to this nesting depth")
+
+
+@command("inspect", "list a model's tappable module paths with types and output shapes", _inspect_args)
+def inspect_cmd(args: argparse.Namespace) -> int:
+    print(inspect_model(args.model, args.kwargs, args.input_shape, args.depth))
+    return 0
+
+
+# ------------------------------------------------------------------------------------------- main
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    parser = argparse.ArgumentParser(prog="kdforge", description="Knowledge distillation for PyTorch.")
+    parser.add_argument("--version", action="version", version=f"kdforge {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for c in COMMANDS:
+        c.add_arguments(sub.add_parser(c.name, help=c.help, description=c.help))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``kdforge`` console script and ``python -m kdforge``."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return 2
+    run = next(c.run for c in COMMANDS if c.name == args.command)
+    try:
+        return run(args)
+    except user_errors() as e:
+        msg = str(e).strip() or type(e).__name__
+        print(f"kdforge {args.command}: error: {msg}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"kdforge {args.command}: interrupted", file=sys.stderr)
+        return 130
+
