@@ -28,7 +28,10 @@ class COCOMeter:
     ``topk=100``). Boxes are xyxy; evaluation is COCOeval's (101-point interpolation, maxDets 100).
     ``state()`` is a float64 row table (one row per box); gather it across ranks and pass the
     concatenation to ``load_state`` (rows carry a per-meter id, so images from ranks do not collide).
+    ``reduce = "cat"`` tells a distributed evaluator to all-gather (variable row counts), not sum.
     """
+
+    reduce = "cat"
 
     def __init__(self, num_classes: int = 10, decode: Callable[..., Targets] | None = None,
                  score_thresh: float = 0.01, topk: int = 100) -> None:

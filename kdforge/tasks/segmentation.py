@@ -15,8 +15,10 @@ class ConfusionMeter:
 
     ``compute()`` → ``mIoU`` (mean over classes whose union is non-zero, i.e. present in the ground
     truth or the predictions — mmseg's ``nanmean``), ``pixel_acc`` and ``mIoU_fg`` (classes ≥ 1 only).
-    Pixels labelled ``ignore_index`` are skipped.
+    Pixels labelled ``ignore_index`` are skipped. ``state()`` is summable across ranks (``reduce = "sum"``).
     """
+
+    reduce = "sum"
 
     def __init__(self, num_classes: int, ignore_index: int = 255) -> None:
         self.num_classes, self.ignore_index = num_classes, ignore_index
