@@ -11,7 +11,8 @@ eval set is the validation split when ``cfg.val_fraction > 0`` and the test spli
         return MyScenes(cfg.root, train=True, **cfg.kwargs), MyScenes(cfg.root, train=False, **cfg.kwargs)
 
 The trainer applies ``train_subset``/``test_subset`` (first N items) and ``with_index`` (items become
-``(*item, index)``) itself. A dataset with a ``collate_fn`` attribute gets it used by its loaders.
+``(*item, index)``) itself. Loaders use the dataset's ``collate_fn`` attribute if it has one, else the
+task's ``collate_fn`` if it has one (detection), else the default collate.
 """
 from __future__ import annotations
 

@@ -29,7 +29,7 @@ def evaluate_weights(cfg: str | Path | dict[str, Any] | RunConfig, weights: str 
     _, eval_ds, collate = build_datasets(run.data, run.seed)
     bs = run.data.eval_batch_size or run.data.batch_size
     loader = make_loader(eval_ds, bs, ShardSampler(len(eval_ds), shuffle=False, pad=False),  # type: ignore[arg-type]
-                         run.data.num_workers, collate)
+                         run.data.num_workers, collate or getattr(task, "collate_fn", None))
     metrics = evaluate(model, loader, task, device, run.train.amp)
     return {"model": run.model.name, "weights": str(weights or run.model.weights), "samples": len(eval_ds),  # type: ignore[arg-type]
             "main_metric": task.main_metric, "metrics": metrics}

@@ -70,13 +70,14 @@ class Trainer:
         self._t_train = 0.0
 
     # ------------------------------------------------------------------------------ building
-    def _data(self, ctx: DistContext) -> tuple[Any, Any, Dataset]:
+    def _data(self, ctx: DistContext, task: Any) -> tuple[Any, Any, Dataset]:
         cfg = self.cfg.data
         if self._datasets is not None:
             train_ds, eval_ds = self._datasets
             collate = getattr(train_ds, "collate_fn", None)
         else:
             train_ds, eval_ds, collate = build_datasets(cfg, self.cfg.seed)
+        collate = collate or getattr(task, "collate_fn", None)  # e.g. detection's variable-size targets
         if cfg.batch_size % ctx.world_size:
             raise TrainingError(f"data.batch_size={cfg.batch_size} is the global batch; it must divide by the "
                                 f"{ctx.world_size} processes")
@@ -128,7 +129,7 @@ class Trainer:
             check_amp(tc.amp, ctx.device)
             seed_everything(cfg.seed)
             task = TASKS.build(cfg.task, **cfg.task_kwargs)
-            train_loader, eval_loader, _ = self._data(ctx)
+            train_loader, eval_loader, _ = self._data(ctx, task)
             net = self._models(ctx)
             with preserved_rng():
                 first = next(iter(self._first_batch_loader))
