@@ -29,6 +29,9 @@ def test_distill_run_writes_csv_summary_and_checkpoints(tmp_path):
     for col in ("lr", "train_loss", "task_loss", "kd_loss", "loss_kd", "loss_fit", "eval_top1", "eval_top5",
                 "eval_loss", "epoch_time", "throughput"):
         assert rows[-1][col] != "", col
+    # lr of each epoch's last step: cosine over 16 steps after a 4-step (half-epoch) warm-up, base 0.1
+    assert float(rows[0]["lr"]) == pytest.approx(0.1 * 0.5 * (1 + math.cos(math.pi * 3 / 12)), rel=1e-4)
+    assert float(rows[1]["lr"]) == pytest.approx(0.1 * 0.5 * (1 + math.cos(math.pi * 11 / 12)), rel=1e-4)
     # train loss = 0.5 * task + kd (sum of the weighted jobs)
     r = rows[-1]
     assert float(r["train_loss"]) == pytest.approx(0.5 * float(r["task_loss"]) + float(r["kd_loss"]), rel=1e-4)

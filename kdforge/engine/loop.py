@@ -62,13 +62,14 @@ class Step:
 
 def train_epoch(s: Step, loader: Iterable[Any], epoch: int, epochs: int, ctx: DistContext, log_every: int,
                 show: bool) -> dict[str, float]:
-    """Train one epoch; returns the (all-rank) mean losses, lr, time and throughput."""
+    """Train one epoch; returns the (all-rank) mean losses, the lr of its last step, time and throughput."""
     s.net.train()
     sums = torch.zeros(3 + len(s.job_names), dtype=torch.float64, device=s.device)  # loss, task, kd, jobs…
     count = 0
     n_steps = len(loader)  # type: ignore[arg-type]
     progress = Progress(epoch + 1, epochs, n_steps, log_every, enabled=show)
     t0 = time.perf_counter()
+    lr = float(s.optimizer.param_groups[0]["lr"])
     for i, batch in enumerate(loader):
         inputs, targets = s.task.batch_to(batch, s.device)
         with autocast(s.amp, s.device):
@@ -91,6 +92,7 @@ def train_epoch(s: Step, loader: Iterable[Any], epoch: int, epochs: int, ctx: Di
             if s.grad_clip:
                 torch.nn.utils.clip_grad_norm_(s.params, s.grad_clip)
             s.optimizer.step()
+        lr = float(s.optimizer.param_groups[0]["lr"])  # the lr this step used
         s.scheduler.step()
         n = batch_len(inputs, targets)
         count += n
@@ -111,7 +113,7 @@ def train_epoch(s: Step, loader: Iterable[Any], epoch: int, epochs: int, ctx: Di
     total = all_reduce_sum(torch.cat([sums, torch.tensor([float(count)], dtype=torch.float64, device=s.device)]), ctx)
     count_all = max(1.0, float(total[-1]))
     means = (total[:-1] / count_all).tolist()
-    row = {"lr": float(s.optimizer.param_groups[0]["lr"]), "train_loss": means[0], "task_loss": means[1]}
+    row = {"lr": lr, "train_loss": means[0], "task_loss": means[1]}
     if s.distiller is not None:
         row["kd_loss"] = means[2]
         row.update({f"loss_{j}": v for j, v in zip(s.job_names, means[3:])})
