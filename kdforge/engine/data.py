@@ -31,7 +31,8 @@ DATASETS = Registry("dataset")
 
 @DATASETS.register("fashion_mnist")
 def fashion_mnist(cfg: DataConfig, seed: int) -> tuple[Dataset, Dataset]:
-    """Fashion-MNIST: (1, 28, 28) normalised images, 10 classes; ``augment`` adds random crop + flip."""
+    """Fashion-MNIST: (1, 28, 28) normalised images, 10 classes; ``augment`` adds random crop + flip
+    (``data.kwargs`` go to :class:`~kdforge.data.RandomCropFlip`, e.g. ``{padding: 2, flip_p: 0.5}``)."""
     from ..data import FashionMNIST, RandomCropFlip, train_val_split
 
     transform = RandomCropFlip(**cfg.kwargs) if cfg.augment else None
