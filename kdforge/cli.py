@@ -1,4 +1,4 @@
-"""``kdforge`` command line: train | eval | compare | inspect (and sub-commands added via COMMANDS).
+"""``kdforge`` command line: train | eval | compare | inspect | convert (sub-commands in COMMANDS).
 
 Each sub-command is one :class:`Command`: a function adding its arguments and a function running it
 (returning the exit status). Adding one is a few lines::
@@ -46,6 +46,7 @@ def user_errors() -> tuple[type[BaseException], ...]:
     """Exception types that mean 'fix your input', shown without a traceback."""
     from .capture import TapError
     from .config import ConfigError
+    from .config.translate import TranslationError
     from .data import DatasetNotFoundError
     from .distiller import DistillerError
     from .engine import AmpError, CheckpointError, DeviceError, TrainingError
@@ -53,7 +54,7 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from .models import WeightsError
     from .registry import RegistryError
     return (ConfigError, RegistryError, CheckpointError, TrainingError, AmpError, DeviceError, DistillerError,
-            TapError, ShapeMismatchError, WeightsError, DatasetNotFoundError)
+            TapError, ShapeMismatchError, WeightsError, DatasetNotFoundError, TranslationError)
 
 
 def _common_overrides(args: argparse.Namespace) -> list[str]:
@@ -144,6 +145,33 @@ def _inspect_args(p: argparse.ArgumentParser) -> None:
 @command("inspect", "list a model's tappable module paths with types and output shapes", _inspect_args)
 def inspect_cmd(args: argparse.Namespace) -> int:
     print(inspect_model(args.model, args.kwargs, args.input_shape, args.depth))
+    return 0
+
+
+# ---------------------------------------------------------------------------------------- convert
+def _convert_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("file", help="another toolbox's config: United-Perception/EOD YAML, mslim or MMRazor (.py/.yaml)")
+    p.add_argument("--source", default=None, help="force the source format (united_perception, mslim, mmrazor)")
+    p.add_argument("-o", "--output", metavar="YAML", help="write the kdforge config here instead of printing it")
+
+
+@command("convert", "translate another toolbox's distillation config into a kdforge YAML", _convert_args)
+def convert_cmd(args: argparse.Namespace) -> int:
+    import warnings
+
+    from .config.translate import TranslationWarning, convert_file
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", TranslationWarning)
+        text = convert_file(args.file, args.source)
+    for w in caught:
+        print(f"kdforge convert: warning: {w.message}", file=sys.stderr)
+    if args.output:
+        from pathlib import Path
+        Path(args.output).write_text(text)
+        print(f"wrote {args.output}")
+    else:
+        print(text, end="" if text.endswith("\n") else "\n")
     return 0
 
 
