@@ -169,6 +169,14 @@ class Distiller(nn.Module):
         return recs, logits
 
     # ----------------------------------------------------------------- helpers
+    def on_epoch_start(self, epoch: int, loader: Any) -> None:
+        """Let losses refresh data-dependent state before ``epoch`` (e.g. MGD's matching pass over
+        ``loader``); a training loop calls this once per epoch."""
+        for job in self.jobs:
+            hook = getattr(job.loss, "on_epoch_start", None)
+            if callable(hook):
+                hook(epoch=epoch, loader=loader)
+
     def dry_run(self, *inputs: Any, **ctx: Any) -> None:
         """One forward in eval mode without gradients, to materialise lazily-shaped connectors and loss
         modules (needed before wrapping in DistributedDataParallel). Does not advance ``step``."""

@@ -91,6 +91,8 @@ class Trainer:
         if len(train_loader) == 0:
             raise TrainingError("the training set is empty; check data.train_subset and data.root")
         self._first_batch_loader = DataLoader(train_ds, batch_size=min(bs, 8), shuffle=False, collate_fn=collate)
+        # in order, for losses that refresh state from data before an epoch (Distiller.on_epoch_start)
+        self._refresh_loader = DataLoader(train_ds, batch_size=bs, shuffle=False, collate_fn=collate)
         return train_loader, eval_loader, train_ds
 
     def _models(self, ctx: DistContext) -> nn.Module:
@@ -171,6 +173,9 @@ class Trainer:
         metrics: dict[str, float] = {}
         t_train = self._prior_time
         for epoch in range(start, tc.epochs):
+            if self.distiller is not None:
+                with preserved_rng():  # a refresh pass must not shift the run's random stream
+                    self.distiller.on_epoch_start(epoch, self._refresh_loader)
             self._train_sampler.set_epoch(epoch)
             train_loader.generator.manual_seed(cfg.seed * 100_003 + epoch)  # worker seeds per epoch
             row: dict[str, Any] = {"epoch": epoch + 1}

@@ -24,6 +24,10 @@ How the Distiller calls it (class attributes a loss may override):
     modules (list, in job order) and the job's tap specs, for losses that need the models
     themselves (OFD's margin from the teacher's BN statistics, MGD's matching pass).
 
+``on_epoch_start(epoch, loader)`` (optional method)
+    called by the trainer (or a user's loop, through :meth:`Distiller.on_epoch_start`) before each
+    epoch, for losses that refresh state from data (MGD's channel matching every N epochs).
+
 ``ctx`` carries what some losses need: ``labels``, ``index`` (dataset sample indices), ``step``
 (training forwards done so far), ``epoch``, ``student_output``.
 """

@@ -139,6 +139,11 @@ class MGDLoss(DistillLoss):
             acc.add(s, t)
         return self._finish(acc)
 
+    def on_epoch_start(self, epoch: int, loader: Iterable[Any]) -> None:
+        """Refresh the matching every ``update_freq`` epochs (epoch 0 included) from ``loader``."""
+        if self.update_freq and epoch % self.update_freq == 0:
+            self.update_matching(loader)
+
     def update_matching(self, loader: Iterable[Any], max_samples: int | None = -1) -> Tensor:
         """Run student and teacher (eval, no grad) over ``loader`` and recompute the matching.
 
@@ -225,11 +230,15 @@ class MGDLoss(DistillLoss):
         c_s, c_t = student.shape[1], teacher.shape[1]
         groups = self.groups(c_s, c_t)
         if self.matching.numel() == 0:
-            if not self.auto_init:
+            if not self.training:  # a dry run / evaluation: provisional, the first epoch's pass replaces it
+                self.update_matching_from_features(student.detach(), teacher.detach())
+            elif not self.auto_init:
                 raise RuntimeError("mgd: no channel matching yet; call loss.update_matching(loader) before training")
-            warnings.warn("mgd: no matching yet, initialising it from this batch; call loss.update_matching(loader) "
-                          "before training (and every update_freq epochs) for the paper's matching pass", stacklevel=2)
-            self.update_matching_from_features(student.detach(), teacher.detach())
+            else:
+                warnings.warn("mgd: no matching yet, initialising it from this batch; call loss.update_matching(loader) "
+                              "before training (and every update_freq epochs) for the paper's matching pass",
+                              stacklevel=2)
+                self.update_matching_from_features(student.detach(), teacher.detach())
         if self.matching.shape != (groups, c_s) or int(self.matching.max()) >= c_t or self.margin.numel() != c_t:
             raise ShapeMismatchError(f"mgd: the matching {tuple(self.matching.shape)} / margin ({self.margin.numel()}) "
                                      f"was computed for other channels than student {c_s} / teacher {c_t} "
