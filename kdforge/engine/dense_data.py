@@ -1,0 +1,109 @@
+"""Dataset builders for dense prediction: ``scenes_seg`` and ``scenes_det`` in :data:`DATASETS`.
+
+Both compose scenes from real Fashion-MNIST items (:mod:`kdforge.data.scenes`, cached on disk) and
+read their sizes from ``data.kwargs``::
+
+    data:
+      name: scenes_seg            # or scenes_det
+      root: null                  # Fashion-MNIST directory (default lookup: $KDFORGE_DATA, /usr/share/datasets/...)
+      batch_size: 32
+      augment: true               # random horizontal flip (image + mask / boxes)
+      kwargs: {n_train: 2000, n_test: 500, size: 64}
+
+Other ``kwargs`` (``scale``, ``max_items``, ``threshold``, ``min_visible``, ``min_pixels``,
+``cache_dir``) go to :func:`~kdforge.data.scenes.build_scenes`. The train scenes use the Fashion-MNIST
+training items and the ``train`` seed, the eval scenes the test items and the ``test`` seed; with
+``val_fraction > 0`` the eval set is a held-out part of the train scenes instead. The run's seed does
+not change the scenes (they are the same data for every run), only the split when ``val_fraction > 0``.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset, Subset
+
+from ..config import ConfigError
+from ..config.run import DataConfig
+from .data import DATASETS
+
+_SIZE_KEYS = ("n_train", "n_test", "size")
+_DEFAULTS = {"n_train": 2000, "n_test": 500, "size": 64}
+
+
+class HFlip(Dataset):
+    """Random horizontal flip (p=0.5) of a scenes dataset's items: image and mask, or image and boxes."""
+
+    def __init__(self, dataset: Dataset, p: float = 0.5) -> None:
+        self.dataset, self.p = dataset, p
+        self.num_classes = getattr(dataset, "num_classes", None)
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, i: int) -> tuple[Tensor, Any]:
+        image, target = self.dataset[i]
+        if torch.rand(()) >= self.p:
+            return image, target
+        image = image.flip(-1)
+        if isinstance(target, Tensor):  # mask (H, W)
+            return image, target.flip(-1)
+        boxes = target["boxes"].clone()
+        w = image.shape[-1]
+        boxes[:, [0, 2]] = w - target["boxes"][:, [2, 0]]
+        return image, {**target, "boxes": boxes}
+
+
+def _sizes(cfg: DataConfig) -> tuple[dict[str, int], dict[str, Any]]:
+    kw = dict(cfg.kwargs)
+    sizes = {k: kw.pop(k, v) for k, v in _DEFAULTS.items()}
+    for k in _SIZE_KEYS:
+        if not isinstance(sizes[k], int) or sizes[k] < 1:
+            raise ConfigError(f"data.kwargs.{k}: must be a positive integer, got {sizes[k]!r}")
+    if sizes["size"] % 16:
+        raise ConfigError(f"data.kwargs.size: the seg/det models need a multiple of 16, got {sizes['size']}")
+    if "scale" in kw:
+        kw["scale"] = tuple(kw["scale"])
+    return sizes, kw
+
+
+def _build(cls: type, cfg: DataConfig, seed: int) -> tuple[Dataset, Dataset]:
+    from ..data.scenes import build_scenes
+
+    sizes, kw = _sizes(cfg)
+    try:
+        train = cls(data=build_scenes("train", sizes["n_train"], size=sizes["size"], root=cfg.root, **kw))
+        if cfg.val_fraction > 0:
+            from ..data import train_val_split
+
+            tr, va = train_val_split(len(train), cfg.val_fraction, seed)
+            train, evals = Subset(train, list(tr)), Subset(train, list(va))
+        else:
+            evals = cls(data=build_scenes("test", sizes["n_test"], size=sizes["size"], root=cfg.root, **kw))
+    except TypeError as e:  # an unknown key in data.kwargs
+        raise ConfigError(f"data.kwargs: {e} (known: n_train, n_test, size, scale, max_items, threshold, "
+                          f"min_visible, min_pixels, cache_dir)") from None
+    if cfg.augment:
+        train = HFlip(train)
+    return train, evals
+
+
+@DATASETS.register("scenes_seg")
+def scenes_seg(cfg: DataConfig, seed: int) -> tuple[Dataset, Dataset]:
+    """Segmentation scenes (:class:`~kdforge.data.scenes.SegScenes`): ``(image (1,S,S), mask (S,S))``, 11 classes."""
+    from ..data.scenes import SegScenes
+
+    return _build(SegScenes, cfg, seed)
+
+
+@DATASETS.register("scenes_det")
+def scenes_det(cfg: DataConfig, seed: int) -> tuple[Dataset, Dataset]:
+    """Detection scenes (:class:`~kdforge.data.scenes.DetScenes`): ``(image, {"boxes", "labels"})``, 10
+    classes; batched by the detection task's ``collate_fn``."""
+    from ..data.scenes import DetScenes
+
+    return _build(DetScenes, cfg, seed)
+
+
+__all__ = ["scenes_seg", "scenes_det", "HFlip"]
