@@ -44,6 +44,17 @@ def _metric_values(s: dict[str, Any], metric: str) -> tuple[float | None, float 
     return (max(curve) if curve else final), final
 
 
+def _report_metrics(summaries: list[dict[str, Any]]) -> tuple[str, ...]:
+    """The task's ``report_metrics``: fractions in [0, 1] (mIoU, pixel_acc, mAP, mAP50, …) shown with
+    4 decimals, the others next to the main metric; empty for tasks without them (classification)."""
+    from ..registry import TASKS
+
+    try:
+        return tuple(getattr(TASKS.get(summaries[0].get("task") or "classification"), "report_metrics", ()))
+    except Exception:  # a task not registered in this process
+        return ()
+
+
 def compare_runs(runs: Sequence[str | Path], baseline: str | Path | None = None, metric: str | None = None,
                  plot: str | Path | None = None) -> tuple[str, str]:
     """``(table, note)``: one row per run with params, MACs, best/final metric, train time and the
@@ -59,15 +70,19 @@ def compare_runs(runs: Sequence[str | Path], baseline: str | Path | None = None,
         summaries.append(s)
     metric = metric or summaries[0].get("main_metric") or "top1"
     base_best = _metric_values(summaries[dirs.index(base_dir)], metric)[0]
-    header = ["run", "model", "params", "MACs", f"best {metric}", f"final {metric}", "train time", "delta"]
+    fractions = _report_metrics(summaries)
+    extra = [m for m in fractions if m != metric and all(m in (s.get("final") or {}) for s in summaries)]
+    fmt = "{:.4f}" if metric in fractions else "{:.2f}"
+    header = ["run", "model", "params", "MACs", f"best {metric}", f"final {metric}",
+              *[f"final {m}" for m in extra], "train time", "delta"]
     rows = []
     for d, s in zip(dirs, summaries):
         best, final = _metric_values(s, metric)
         delta = "(baseline)" if d == base_dir else ("-" if best is None or base_best is None
-                                                     else f"{best - base_best:+.2f}")
+                                                     else fmt.replace("{:", "{:+").format(best - base_best))
         rows.append([s.get("name", d.name), s.get("model", "?"), human(s.get("params")), human(s.get("macs")),
-                     "-" if best is None else f"{best:.2f}", "-" if final is None else f"{final:.2f}",
-                     f"{s.get('train_time_s', 0.0):.1f}s", delta])
+                     "-" if best is None else fmt.format(best), "-" if final is None else fmt.format(final),
+                     *[f"{s['final'][m]:.4f}" for m in extra], f"{s.get('train_time_s', 0.0):.1f}s", delta])
     widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
     lines = ["  ".join(str(x).ljust(w) for x, w in zip(r, widths)) for r in [header, *rows]]
     lines.insert(1, "  ".join("-" * w for w in widths))

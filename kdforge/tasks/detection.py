@@ -111,6 +111,8 @@ class DetectionTask:
     """
 
     main_metric = "mAP"
+    #: metrics `kdforge compare` shows next to the main one
+    report_metrics = ("mAP", "mAP50", "mAP75")
 
     def __init__(self, num_classes: int = 10, wh_weight: float = 0.1, offset_weight: float = 1.0,
                  score_thresh: float = 0.01, topk: int = 100) -> None:

@@ -63,6 +63,8 @@ class SegmentationTask:
     """
 
     main_metric = "mIoU"
+    #: metrics `kdforge compare` shows next to the main one
+    report_metrics = ("mIoU", "pixel_acc", "mIoU_fg")
 
     def __init__(self, num_classes: int = 11, ignore_index: int = 255) -> None:
         self.num_classes, self.ignore_index = num_classes, ignore_index
