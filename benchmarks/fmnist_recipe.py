@@ -10,6 +10,7 @@ run and a summary (mean ± std over seeds) of the test-accuracy delta KD − bas
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 
@@ -84,6 +85,7 @@ def main() -> None:
     ap.add_argument("--teacher", default="32,64,128")
     ap.add_argument("--teacher-convs", type=int, default=1)
     ap.add_argument("--student", default="8,16,32")
+    ap.add_argument("--student-lr", type=float, default=None)
     ap.add_argument("--epochs", type=int, default=5)
     ap.add_argument("--teacher-epochs", type=int, default=5)
     ap.add_argument("--lr", type=float, default=0.05)
@@ -92,25 +94,32 @@ def main() -> None:
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--no-aug", action="store_true")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--teacher-cache", default=None, help="reuse/save the trained teacher's weights here")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     xs, ys, xt, yt = data(a.data)
     ints = lambda s: [int(v) for v in s.split(",")]  # noqa: E731
     torch.manual_seed(100)
     teacher = build_model("cnn", channels=ints(a.teacher), convs_per_stage=a.teacher_convs)
-    acc, dt = train(teacher, xs, ys, xt, yt, a.teacher_epochs, a.lr, 100, aug=not a.no_aug)
+    if a.teacher_cache and os.path.exists(a.teacher_cache):
+        teacher.load_state_dict(torch.load(a.teacher_cache, weights_only=True))
+        acc, dt = evaluate(teacher, xt, yt), 0.0
+    else:
+        acc, dt = train(teacher, xs, ys, xt, yt, a.teacher_epochs, a.lr, 100, aug=not a.no_aug)
+        if a.teacher_cache:
+            torch.save(teacher.state_dict(), a.teacher_cache)
     print(f"teacher {a.teacher}x{a.teacher_convs}: {acc:.2f}% in {dt:.0f}s", flush=True)
     results: dict[str, list[float]] = {}
     for seed in ints(a.seeds):
         torch.manual_seed(seed)
         base = build_model("cnn", channels=ints(a.student))
-        b_acc, dt = train(base, xs, ys, xt, yt, a.epochs, a.lr, seed, aug=not a.no_aug)
+        b_acc, dt = train(base, xs, ys, xt, yt, a.epochs, a.student_lr or a.lr, seed, aug=not a.no_aug)
         print(f"seed {seed} baseline: {b_acc:.2f}% ({dt:.0f}s)", flush=True)
         for alpha in map(float, a.alphas.split(",")):
             for T in map(float, a.temps.split(",")):
                 torch.manual_seed(seed)
                 stu = build_model("cnn", channels=ints(a.student))
-                k_acc, dt = train(stu, xs, ys, xt, yt, a.epochs, a.lr, seed, teacher=teacher, alpha=alpha, T=T,
+                k_acc, dt = train(stu, xs, ys, xt, yt, a.epochs, a.student_lr or a.lr, seed, teacher=teacher, alpha=alpha, T=T,
                                   aug=not a.no_aug)
                 key = f"alpha={alpha} T={T}"
                 results.setdefault(key, []).append(k_acc - b_acc)

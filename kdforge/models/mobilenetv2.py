@@ -8,11 +8,10 @@ pw-linear 6-7), ``conv2`` (1×1 conv-bn-relu to 1280 channels), ``avgpool`` (ada
 """
 from __future__ import annotations
 
-import math
-
 from torch import Tensor, nn
 
 from ..registry import MODELS
+from .init import he_init
 
 # t (expansion), c (channels), n (repeats), s (stride of the first block); t=None means ``T``.
 SETTINGS: list[tuple[int | None, int, int, int]] = [
@@ -84,16 +83,7 @@ class MobileNetV2(nn.Module):
         self.conv2 = _conv_bn(channels, self.last_channel, 1, 1)
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Sequential(nn.Linear(self.last_channel, num_classes))
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                fan = m.kernel_size[0] * m.kernel_size[1] * m.out_channels
-                nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / fan))
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                nn.init.normal_(m.weight, 0.0, 0.01)
-                nn.init.zeros_(m.bias)
+        he_init(self)
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.conv1(x)
