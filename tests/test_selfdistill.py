@@ -141,3 +141,18 @@ def test_errors():
         loss([torch.randn(2, 3)], [torch.randn(2, 6, 2, 2), torch.randn(2, 5)], labels=torch.zeros(2))
     with pytest.raises(ValueError, match="teacher=\\[deepest feature, final logits\\]"):
         loss([torch.randn(2, 3, 4, 4)], [torch.randn(2, 5)], labels=torch.zeros(2))
+
+
+def test_state_dict_round_trip_restores_the_heads():
+    torch.manual_seed(0)
+    _, d = byot_distiller()
+    d(X, labels=Y)
+    d.eval()
+    with torch.no_grad():
+        _, ref = d(X, labels=Y)
+    _, d2 = byot_distiller()  # fresh, heads still unmaterialised
+    d2.load_state_dict(d.state_dict())
+    d2.eval()
+    with torch.no_grad():
+        _, got = d2(X, labels=Y)
+    assert torch.allclose(got, ref)
