@@ -117,8 +117,8 @@ class MealDiscriminatorLoss(DistillLoss):
         """Fraction of the 2N inputs (student rows, ensemble rows) the discriminator classifies right."""
         t = self._ensemble(student, teacher, teacher_weights)
         s = F.softmax(student, 1) if self.input == "probs" else student
-        right = (self.discriminator(s).argmax(1) == 0).float().sum() + (self.discriminator(t).argmax(1) == 1).float().sum()
-        return (right / (2 * s.shape[0])).item()
+        right = (self.discriminator(s).argmax(1) == 0).sum() + (self.discriminator(t).argmax(1) == 1).sum()
+        return right.item() / (2 * s.shape[0])
 
     def extra_repr(self) -> str:
         return f"input={self.input!r}"
