@@ -10,7 +10,8 @@ import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor, nn
 
-from ..registry import LOSSES
+from ..connectors import Connector
+from ..registry import CONNECTORS, LOSSES
 from .base import DistillLoss, ShapeMismatchError, check_rank
 from .ft import batch_inputs
 from .ofd import ofd_margin
@@ -92,6 +93,7 @@ class MGDLoss(DistillLoss):
         self.update_freq, self.max_samples, self.auto_init = update_freq, max_samples, auto_init
         self.teacher_bn = teacher_bn
         self.bn: nn.Module = nn.LazyBatchNorm2d() if student_bn else nn.Identity()
+        self.reducer_module = ChannelReducer(self.reducer)
         self.register_buffer("matching", torch.empty(0, 0, dtype=torch.long))
         self.register_buffer("margin", torch.empty(0))
         self._refs: tuple[nn.Module, nn.Module, str, str] | None = None  # plain tuple: not submodules
@@ -207,18 +209,7 @@ class MGDLoss(DistillLoss):
 
     def reduce(self, teacher: Tensor) -> tuple[Tensor, Tensor]:
         """Teacher (N, C_t, H, W) → (target (N, C_s, H, W), margin (C_s,)) with the chosen reducer."""
-        g, c_s = self.matching.shape
-        n, _, h, w = teacher.shape
-        t = teacher[:, self.matching.flatten()].view(n, g, c_s, h, w)
-        m = self.margin.to(teacher.dtype)[self.matching]  # (G, C_s)
-        if self.reducer == "sp" or g == 1:
-            return t[:, 0], m[0]
-        if self.reducer == "amp":
-            idx = t.abs().argmax(dim=1, keepdim=True)
-            return t.gather(1, idx).squeeze(1), m.mean(0)
-        idx = torch.randint(0, g, (n, 1, c_s, h, w), device=t.device)
-        m_idx = torch.randint(0, g, (1, c_s), device=t.device)
-        return t.gather(1, idx).squeeze(1), m.gather(0, m_idx).squeeze(0)
+        return self.reducer_module(teacher, self.matching, self.margin)
 
     def forward(self, student: Tensor, teacher: Tensor, **ctx: object) -> Tensor:
         check_rank(student, (4,), "student feature", "mgd")
@@ -248,6 +239,34 @@ class MGDLoss(DistillLoss):
         target = torch.maximum(t, m.view(1, -1, 1, 1))
         mask = ((s > target) | (target > 0)).to(s.dtype)
         return ((s - target).pow(2) * mask).sum() / student.shape[0]
+
+
+@CONNECTORS.register("mgd_reducer")
+class ChannelReducer(Connector):
+    """MGD's channel reducer: teacher (N, C_t, H, W) → (N, C_s, H, W) by a ``matching`` (G, C_s) of
+    teacher channel indices: ``amp`` keeps per position the group member of largest absolute value,
+    ``rd`` a random member, ``sp`` only the first (sparse matching). Also reduces the per-channel
+    margins (mean over the group for ``amp``, as the official code). Parameter-free."""
+
+    def __init__(self, reducer: str = "amp") -> None:
+        super().__init__()
+        if reducer not in REDUCERS:
+            raise ValueError(f"mgd_reducer: unknown reducer {reducer!r}; use one of {REDUCERS}")
+        self.reducer = "sp" if reducer == "sm" else reducer
+
+    def forward(self, teacher: Tensor, matching: Tensor, margin: Tensor) -> tuple[Tensor, Tensor]:  # type: ignore[override]
+        g, c_s = matching.shape
+        n, _, h, w = teacher.shape
+        t = teacher[:, matching.flatten()].view(n, g, c_s, h, w)
+        m = margin.to(teacher.dtype)[matching]  # (G, C_s)
+        if self.reducer == "sp" or g == 1:
+            return t[:, 0], m[0]
+        if self.reducer == "amp":
+            idx = t.abs().argmax(dim=1, keepdim=True)
+            return t.gather(1, idx).squeeze(1), m.mean(0)
+        idx = torch.randint(0, g, (n, 1, c_s, h, w), device=t.device)
+        m_idx = torch.randint(0, g, (1, c_s), device=t.device)
+        return t.gather(1, idx).squeeze(1), m.gather(0, m_idx).squeeze(0)
 
 
 class _CostAccumulator:

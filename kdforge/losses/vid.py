@@ -7,8 +7,28 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..registry import LOSSES
+from ..connectors import Connector
+from ..registry import CONNECTORS, LOSSES
 from .base import DistillLoss, ShapeMismatchError, check_rank
+
+
+@CONNECTORS.register("vid_regressor")
+class VIDRegressor(nn.Sequential, Connector):
+    """VID's mean regressor: ``conv1x1(C_s→M) → ReLU → conv1x1(M→M) → ReLU → conv1x1(M→C_t)``, no
+    bias, ``M = C_t`` unless ``mid_channels`` is given (RepDistiller's ``VIDLoss(s, t, t)``)."""
+
+    def __init__(self, mid_channels: int | None = None) -> None:
+        super().__init__(nn.LazyConv2d(mid_channels or 0, 1, bias=False), nn.ReLU(),
+                         nn.LazyConv2d(mid_channels or 0, 1, bias=False), nn.ReLU(),
+                         nn.LazyConv2d(0, 1, bias=False))
+        self.mid_channels = mid_channels
+
+    def bind(self, student_shape: tuple[int, ...], teacher_shape: tuple[int, ...]) -> None:
+        c_t = teacher_shape[1]
+        mid = self.mid_channels or c_t
+        self[0].out_channels = mid
+        self[2].out_channels = mid
+        self[4].out_channels = c_t
 
 
 @LOSSES.register("vid")
@@ -44,21 +64,15 @@ class VIDLoss(DistillLoss):
         if init_pred_var <= eps:
             raise ValueError(f"vid: init_pred_var ({init_pred_var}) must exceed eps ({eps})")
         self.mid_channels, self.init_pred_var, self.eps, self.resize = mid_channels, init_pred_var, eps, resize
-        self.regressor = nn.Sequential(
-            nn.LazyConv2d(mid_channels or 0, 1, bias=False), nn.ReLU(),
-            nn.LazyConv2d(mid_channels or 0, 1, bias=False), nn.ReLU(),
-            nn.LazyConv2d(0, 1, bias=False),
-        )
+        self.regressor = VIDRegressor(mid_channels)
         self.log_scale = nn.UninitializedParameter()  # one per teacher channel, materialised in bind()
         self.bound = False
 
     def bind(self, student_shape: tuple[int, ...], teacher_shape: tuple[int, ...]) -> None:
         """Fix the regressor's widths and the variance parameter from the teacher's channel count."""
         c_t = teacher_shape[1]
-        mid = self.mid_channels or c_t
-        self.regressor[0].out_channels = mid
-        self.regressor[2].out_channels = mid
-        self.regressor[4].out_channels = c_t
+        self.regressor.mid_channels = self.mid_channels
+        self.regressor.bind(student_shape, teacher_shape)
         if isinstance(self.log_scale, nn.UninitializedParameter):
             self.log_scale.materialize((c_t,))
         elif self.log_scale.shape != (c_t,):
@@ -117,4 +131,4 @@ class VIDLoss(DistillLoss):
         return nll.mean()
 
 
-__all__ = ["VIDLoss"]
+__all__ = ["VIDLoss", "VIDRegressor"]
