@@ -5,9 +5,11 @@
 
 Runs the teacher once (seed 0, ``runs/<family>_teacher``; reused if its summary.json exists), then the
 baseline and the distilled student for every seed (``runs/<family>_{baseline,kd}_s<seed>``), all
-through the same trainer as ``kdforge train``; prints ``kdforge compare``'s table and a markdown table
-of the per-seed and mean values (what docs/dense.md shows). ``--set key=value`` overrides go to every
-run (e.g. ``--set train.epochs=2`` for a smoke test).
+through the same trainer as ``kdforge train``; prints ``kdforge compare``'s table, a markdown table of
+the per-seed values and their mean ± std, and the per-seed kd − baseline difference (what docs/dense.md
+shows). ``--set key=value`` overrides go to every run, the teacher included (e.g. ``--set train.epochs=2``
+for a smoke test). An existing run directory is reused as is, whatever its config: use a fresh ``--runs``
+directory (or ``--force``) after changing a config.
 """
 from __future__ import annotations
 
@@ -58,16 +60,24 @@ def main() -> None:
     print(table)
 
     main_m, second = METRICS[args.family]
-    print(f"\n| run | model | params | MACs | best {main_m} (per seed) | mean best {main_m} | final {second} (mean) "
+    print(f"\n| run | model | params | MACs | best {main_m} (per seed) | best {main_m} mean ± std | final {second} (mean) "
           f"| train time (mean) |\n|---|---|---|---|---|---|---|---|")
     for kind, sums in (("teacher", [teacher]), *results.items()):
         best = [s["best"]["value"] for s in sums]
         sec = [s["final"][second] for s in sums]
         t = [s["train_time_s"] for s in sums]
         print(f"| {kind} | {sums[0]['model']} | {human(sums[0]['params'])} | {human(sums[0]['macs'])} | "
-              f"{' / '.join(f'{b:.4f}' for b in best)} | {statistics.mean(best):.4f} | {statistics.mean(sec):.4f} | "
+              f"{' / '.join(f'{b:.4f}' for b in best)} | {_mean_std(best)} | {statistics.mean(sec):.4f} | "
               f"{statistics.mean(t):.0f} s |")
+    diff = [k["best"]["value"] - b["best"]["value"] for b, k in zip(results["baseline"], results["kd"])]
+    print(f"\nkd − baseline, best {main_m} per seed (seeds {' '.join(map(str, args.seeds))}): "
+          f"{' / '.join(f'{d:+.4f}' for d in diff)}; mean {_mean_std(diff, signed=True)}")
 
+
+def _mean_std(xs: list[float], signed: bool = False) -> str:
+    """``mean ± sample std`` (std omitted for a single value)."""
+    m = f"{statistics.mean(xs):+.4f}" if signed else f"{statistics.mean(xs):.4f}"
+    return m if len(xs) < 2 else f"{m} ± {statistics.stdev(xs):.4f}"
 
 if __name__ == "__main__":
     main()
