@@ -24,7 +24,7 @@ data:
 demo: $(STAMP) data
 	$(BIN)/python -m kdforge.demo
 
-test: $(STAMP)
+test: $(STAMP) data
 	$(BIN)/python -m pytest
 
 clean:
