@@ -92,7 +92,8 @@ def main() -> None:
     ap.add_argument("--alphas", default="0.9")
     ap.add_argument("--temps", default="4")
     ap.add_argument("--seeds", default="0,1,2")
-    ap.add_argument("--no-aug", action="store_true")
+    ap.add_argument("--no-aug", action="store_true", help="no augmentation for the students")
+    ap.add_argument("--teacher-no-aug", action="store_true", help="no augmentation for the teacher")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--teacher-cache", default=None, help="reuse/save the trained teacher's weights here")
     a = ap.parse_args()
@@ -105,7 +106,7 @@ def main() -> None:
         teacher.load_state_dict(torch.load(a.teacher_cache, weights_only=True))
         acc, dt = evaluate(teacher, xt, yt), 0.0
     else:
-        acc, dt = train(teacher, xs, ys, xt, yt, a.teacher_epochs, a.lr, 100, aug=not a.no_aug)
+        acc, dt = train(teacher, xs, ys, xt, yt, a.teacher_epochs, a.lr, 100, aug=not a.teacher_no_aug)
         if a.teacher_cache:
             torch.save(teacher.state_dict(), a.teacher_cache)
     print(f"teacher {a.teacher}x{a.teacher_convs}: {acc:.2f}% in {dt:.0f}s", flush=True)
