@@ -32,9 +32,6 @@ from torch import Tensor, nn
 
 from .registry import closest
 
-KINDS = ("output", "input", "return", "emit")
-
-
 class TapError(ValueError):
     """A tap spec that does not resolve, or a tapped value that cannot be used."""
 
@@ -280,4 +277,4 @@ class Recording:
         return {k: self[k] for k in self._slots}
 
 
-__all__ = ["TapError", "TapSpec", "Tapper", "Recording", "emit", "resolve_module", "KINDS"]
+__all__ = ["TapError", "TapSpec", "Tapper", "Recording", "emit", "resolve_module"]

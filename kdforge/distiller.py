@@ -8,12 +8,12 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
 
-from .capture import Tapper, resolve_module
+from .capture import Tapper, TapSpec, resolve_module
 from .job import SELF, DistillJob, JobModule
 
 Teachers = Mapping[str, nn.Module] | Sequence[nn.Module] | nn.Module | None
@@ -247,12 +247,16 @@ def _device_of(out: Any) -> torch.device:
 
 def _tree(title: str, model: nn.Module, taps: Sequence[str], depth: int | None) -> str:
     marks: dict[str, list[str]] = {}
-    for spec in taps:
-        path, _, kind = spec.partition(":")
-        if not spec.startswith("@"):
-            marks.setdefault(path.rsplit(".", 1)[0] if kind == "return" and "." in path and not _is_module(model, path)
-                             else path, []).append(spec)
-    lines = [f"{title}: {type(model).__name__} ({sum(p.numel() for p in model.parameters() if not isinstance(p, nn.parameter.UninitializedParameter)):,} params)"]
+    for tap in map(TapSpec.parse, taps):
+        if tap.kind == "emit":
+            continue
+        where = tap.path  # a method's return is marked on the module that owns the method
+        if tap.kind == "return" and not _is_module(model, tap.path):
+            where = tap.path.rpartition(".")[0]
+        marks.setdefault(where, []).append(tap.spec or "(output)")
+    n_params = sum(p.numel() for p in model.parameters() if not isinstance(p, nn.parameter.UninitializedParameter))
+    root = f"   ◀── tap {', '.join(marks[''])}" if "" in marks else ""  # the model's output or its own methods
+    lines = [f"{title}: {type(model).__name__} ({n_params:,} params){root}"]
     for name, mod in model.named_modules():
         level = name.count(".") + 1 if name else 0
         if not name or (depth is not None and level > depth and name not in marks):
@@ -271,8 +275,3 @@ def _is_module(model: nn.Module, path: str) -> bool:
         return True
     except ValueError:
         return False
-
-
-def iter_jobs(distiller: Distiller) -> Iterator[JobModule]:
-    """The runtime jobs of a distiller, in order."""
-    yield from distiller.jobs  # type: ignore[misc]

@@ -273,3 +273,11 @@ def test_pairwise_job_needs_matching_tap_counts():
     s, t = pair()
     with pytest.raises(ValueError, match="2 student taps"):
         Distiller(s, t, [DistillJob(loss="fitnet", student=["layer2", "layer3"], teacher=["layer3"])])
+
+
+def test_summary_marks_root_and_method_taps():
+    s, t = pair()
+    text = Distiller(s, t, [DistillJob(loss="fitnet", student="forward_features:return", teacher="layer3",
+                                       connector="conv1x1"),
+                            DistillJob(loss="kd", student="", teacher="fc")]).summary(depth=1)
+    assert text.splitlines()[0].endswith("params)   ◀── tap (output), forward_features:return")
