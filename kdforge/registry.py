@@ -91,10 +91,13 @@ def _signature(obj: Callable[..., Any]) -> inspect.Signature | None:
         return None
 
 
-def first_line(obj: Any) -> str:
-    """The first line of ``obj``'s docstring ('' if none)."""
-    doc = inspect.getdoc(obj) or ""
-    return doc.strip().splitlines()[0].strip() if doc.strip() else ""
+def first_line(obj: Any, width: int = 110) -> str:
+    """The first sentence of ``obj``'s docstring, at most ``width`` characters ('' if none)."""
+    doc = (inspect.getdoc(obj) or "").strip()
+    para = " ".join(line.strip() for line in doc.split("\n\n")[0].splitlines())
+    end = para.find(". ")
+    text = para[: end + 1] if end >= 0 else para
+    return text if len(text) <= width else text[: width - 1].rstrip() + "…"
 
 
 class Registry:
