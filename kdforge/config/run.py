@@ -137,6 +137,8 @@ class RunConfig(_Strict):
     train: TrainConfig = Field(default_factory=TrainConfig)
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    #: a teacher-output cache (``kdforge cache build``): replay its views, read the teachers' tensors from it
+    teacher_cache: str | None = None
 
     @property
     def run_dir(self) -> Path:
