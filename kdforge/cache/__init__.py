@@ -24,7 +24,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .build import build_cache, check_probe, needed_taps, rebuild_command
+from .build import build_cache, check_cacheable, check_probe, needed_taps, rebuild_command
 from .manifest import CacheError, dataset_fingerprint, differences, weights_fingerprint
 from .replay import CachedBatch, CachedCollate, CachedViews, find_transform, view_schedule
 from .store import TeacherCache
@@ -48,6 +48,7 @@ def open_for_run(cfg: Any, train_ds: Any, config_path: str | Path | None = None)
     problems: list[str] = []
     transform = find_transform(train_ds)
     problems += differences(m["dataset"], dataset_fingerprint(cfg.data, cfg.seed, len(train_ds), transform), "data")
+    check_cacheable(cfg)
     taps = needed_taps(cfg)
     from .build import _softmax_only
     consumers = _softmax_only(cfg)

@@ -48,6 +48,18 @@ def needed_taps(cfg: RunConfig) -> dict[str, list[str]]:
     return out
 
 
+def check_cacheable(cfg: RunConfig) -> None:
+    """Refuse jobs whose loss needs the teacher model itself (``needs_teacher_model``: MGD, OFD without
+    given margins): a cache holds tensors, not the model."""
+    for i, job in enumerate(cfg.jobs):
+        if any(n != SELF for n in job.teachers or list(cfg.teachers)):
+            loss = build_loss(job.loss)
+            if getattr(loss, "needs_teacher_model", False):
+                raise CacheError(f"job {job.name or f'job{i}'!r}: loss {type(loss).__name__} needs the teacher model "
+                                 f"itself (not only its tensors), so it cannot train from a teacher cache; train it "
+                                 f"with the live teacher (no teacher_cache)")
+
+
 def _softmax_only(cfg: RunConfig) -> dict[tuple[str, str], list[tuple[str, bool]]]:
     """``{(teacher, tap): [(job name, loss sees it only through softmax), …]}``."""
     out: dict[tuple[str, str], list[tuple[str, bool]]] = {}
@@ -118,6 +130,7 @@ def build_cache(config: str | Path | Mapping[str, Any] | RunConfig, views: int, 
         raise CacheError("say where the cache goes: --out DIR (or teacher_cache: DIR in the config)")
     rebuild = rebuild_command(config_path, views, target, topk, dtype, overrides)
     taps = needed_taps(cfg)
+    check_cacheable(cfg)
     if not taps:
         raise CacheError("the config's jobs read no teacher (no jobs, or only the student's own taps 'self'); "
                          "there is nothing to cache")
@@ -315,4 +328,4 @@ def _publish(tmp: Path, target: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-__all__ = ["build_cache", "check_probe", "needed_taps", "rebuild_command"]
+__all__ = ["build_cache", "check_cacheable", "check_probe", "needed_taps", "rebuild_command"]

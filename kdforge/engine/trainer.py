@@ -128,7 +128,8 @@ class Trainer:
             if not spec.weights:
                 say(f"warning: teacher {name!r} ({spec.name}) has no weights: distilling from an untrained teacher",
                     self._show(ctx))
-            teachers[name] = _build(spec, f"teachers.{name}")
+            with preserved_rng():  # a run's random stream must not depend on building (or caching) its teachers
+                teachers[name] = _build(spec, f"teachers.{name}")
         teachers.update({k: v for k, v in self._teachers.items() if k not in teachers})
         try:
             self.distiller = Distiller(student, teachers, cfg.jobs)
