@@ -394,3 +394,42 @@ def test_cli_build_info_train_and_exit_codes(setup, tmp_path, capsys):
               "--set", "jobs.0.student=fc:input", "--quiet"])
     err = capsys.readouterr().err
     assert rc == 2 and "the jobs tap ['fc:input']" in err and f"kdforge cache build {cfg}" in err
+
+
+# ------------------------------------------------------------------------ torchrun
+DDP_SCRIPT = """
+import sys, json
+sys.path.insert(0, {tests!r})
+import torch
+torch.set_num_threads(1)
+import test_engine_support  # registers tiny_net
+from kdforge.engine import train
+cfg = json.loads(open(sys.argv[1]).read())
+cfg["output_dir"] = sys.argv[2]
+train(cfg, verbose=False)
+"""
+
+
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed not built")
+def test_torchrun_two_ranks_read_the_cache_and_match_one_process(setup, tmp_path):
+    """Every rank reads the rows of its own shard from the shared memory-mapped cache; with the views
+    replayed (not drawn per rank) and no BatchNorm in the student, 2 processes train what 1 does."""
+    from test_ddp import TESTS, _run
+    import sys
+
+    root, data = setup
+    cfg = kd_config(root, data, model={"name": "tiny_net", "kwargs": {"num_classes": 10, "in_channels": 1}},
+                    train={"epochs": 2, "ce_weight": 0.5, "log_every": 100})
+    cfg["data"]["batch_size"] = 8
+    cfg["teacher_cache"] = str(build_cache(cfg, views=2, out=tmp_path / "cache", verbose=False))
+    (tmp_path / "cfg.json").write_text(json.dumps(cfg))
+    script = tmp_path / "run.py"
+    script.write_text(DDP_SCRIPT.format(tests=str(TESTS)))
+    _run([sys.executable, str(script), str(tmp_path / "cfg.json"), str(tmp_path / "one")], tmp_path)
+    _run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script),
+          str(tmp_path / "cfg.json"), str(tmp_path / "two")], tmp_path)
+    one = torch.load(tmp_path / "one" / "last.pt", weights_only=True)["state"]
+    two = torch.load(tmp_path / "two" / "last.pt", weights_only=True)["state"]
+    assert int(one["step"]) == int(two["step"]) == 10  # 40 samples / 8 × 2 epochs
+    for k, v in one.items():
+        torch.testing.assert_close(two[k], v, atol=1e-5, rtol=1e-4, msg=k)
