@@ -1,18 +1,19 @@
 """What the teacher-output cache buys on the demo pair (configs/fmnist/kd.yaml: cnn [32,64,128] → [8,16,32]).
 
-Three parts, each optional (``--parts``), all in one process, results appended to ``OUT/results.json``:
+Steps (``--parts``), run in order in one process, results merged into ``OUT/results.json``:
 
-* ``builds``: ``build_cache`` for every K in ``--views`` and top-k in ``--topk`` (all = whole logits):
-  build time and size on disk (one build each: a build is minutes, its noise is small);
+* ``build:K:k``: ``build_cache`` with K views and top-k k (all = whole logits): build time and size on
+  disk (one build each: a build is minutes, its noise is small);
 * ``epochs``: one training epoch of the baseline student (configs/fmnist/baseline.yaml), of the KD
   student from the cache and of the KD student with the live teacher, interleaved ``--repeats`` times;
   medians of the trainer's ``epoch_time`` (the training loop only, data loading included) and the ratios
   cached / baseline and live / cached;
-* ``accuracy``: full 5-epoch runs per seed — live KD, and KD from each cache in ``--acc-views`` (K = 1 is
-  index-only replay, torchdistill-style; K >= 4 cycles through stored views) — final test top-1 per
-  seed with mean ± std.
+* ``acc:K`` / ``acc:live``: full 5-epoch KD runs per seed from the whole-logit cache with K views (K = 1
+  is index-only replay, torchdistill-style; K >= 4 cycles through stored views) or with the live
+  teacher — final test top-1 per seed (mean ± std printed).
 
-    python benchmarks/cache.py --teacher runs/fmnist_teacher/best.pt --parts builds,epochs,accuracy
+    python benchmarks/cache.py --teacher runs/fmnist_teacher/best.pt
+    python benchmarks/cache.py --teacher runs/fmnist_teacher/best.pt --parts epochs --epoch-subset 20000
 """
 from __future__ import annotations
 
@@ -34,55 +35,57 @@ KD, BASELINE = ROOT / "configs/fmnist/kd.yaml", ROOT / "configs/fmnist/baseline.
 
 
 def _save(out: Path, key: str, value: Any) -> None:
-    path = out / "results.json"
-    res = json.loads(path.read_text()) if path.exists() else {}
+    res = _load(out)
     res[key] = value
-    path.write_text(json.dumps(res, indent=2))
+    (out / "results.json").write_text(json.dumps(res, indent=2))
 
 
 def _cache_dir(out: Path, views: int, topk: int | None) -> Path:
     return out / f"cache_k{views}_{'all' if topk is None else f'top{topk}'}"
 
 
-def builds(a: argparse.Namespace, common: list[str]) -> list[dict[str, Any]]:
-    rows = []
-    for topk in a.topk:
-        for views in a.views:
-            d = _cache_dir(a.out, views, topk)
-            t = time.perf_counter()
-            build_cache(KD, views, d, topk=topk, overrides=common, batch_size=a.build_batch, verbose=False)
-            wall = time.perf_counter() - t
-            c = TeacherCache(d)
-            rows.append({"views": views, "topk": topk or "all", "build_s": round(wall, 1),
-                         "teacher_pass_s": c.manifest["build_seconds"], "bytes": c.nbytes()})
-            print(f"build K={views} top-k={topk or 'all'}: {wall:.1f} s, {c.nbytes() / 2**20:.2f} MiB", flush=True)
-            _save(a.out, "builds", rows)
-    return rows
+def build(a: argparse.Namespace, common: list[str], views: int, topk: int | None) -> dict[str, Any]:
+    d = _cache_dir(a.out, views, topk)
+    t = time.perf_counter()
+    build_cache(KD, views, d, topk=topk, overrides=common, batch_size=a.build_batch, verbose=False)
+    wall = time.perf_counter() - t
+    c = TeacherCache(d)
+    row = {"views": views, "topk": topk or "all", "build_s": round(wall, 1),
+           "teacher_pass_s": c.manifest["build_seconds"], "bytes": c.nbytes()}
+    print(f"build K={views} top-k={topk or 'all'}: {wall:.1f} s, {c.nbytes() / 2**20:.2f} MiB", flush=True)
+    rows = _load(a.out).get("builds", [])
+    _save(a.out, "builds", [r for r in rows if (r["views"], r["topk"]) != (views, topk or "all")] + [row])
+    return row
+
+
+def _load(out: Path) -> dict[str, Any]:
+    path = out / "results.json"
+    return json.loads(path.read_text()) if path.exists() else {}
 
 
 def _epoch(config: Path, overrides: list[str], out: Path) -> float:
-    s = train(config, [*overrides, "train.epochs=1", "data.test_subset=500", f"output_dir={out}",
-                       "checkpoint.keep_best=false"], verbose=False)
-    del s
+    train(config, [*overrides, "train.epochs=1", "data.test_subset=500", f"output_dir={out}",
+                   "checkpoint.keep_best=false"], verbose=False)
     import csv
     with open(out / "metrics.csv") as f:
         return float(list(csv.DictReader(f))[-1]["epoch_time"])
 
 
 def epochs(a: argparse.Namespace, common: list[str]) -> dict[str, Any]:
-    cache = _cache_dir(a.out, a.epoch_views, None)
+    subset = [f"data.train_subset={a.epoch_subset}"] if a.epoch_subset else []
+    cache = a.out / f"cache_epochs_k{a.epoch_views}"
     if not (cache / "manifest.json").exists():
-        build_cache(KD, a.epoch_views, cache, overrides=common, batch_size=a.build_batch, verbose=False)
-    variants = {"baseline": (BASELINE, [f"data.root={a.data}"] if a.data else []),
-                "cached": (KD, [*common, f"teacher_cache={cache}"]),
-                "live": (KD, common)}
+        build_cache(KD, a.epoch_views, cache, overrides=[*common, *subset], batch_size=a.build_batch, verbose=False)
+    variants = {"baseline": (BASELINE, [*subset, *([f"data.root={a.data}"] if a.data else [])]),
+                "cached": (KD, [*common, *subset, f"teacher_cache={cache}"]),
+                "live": (KD, [*common, *subset])}
     times: dict[str, list[float]] = {k: [] for k in variants}
     for r in range(a.repeats):
         for name, (cfg, ov) in variants.items():
             times[name].append(_epoch(cfg, ov, a.out / "epochs" / f"{name}_{r}"))
             print(f"repeat {r + 1}/{a.repeats} {name}: {times[name][-1]:.1f} s", flush=True)
     med = {k: statistics.median(v) for k, v in times.items()}
-    res = {"repeats": a.repeats, "epoch_s": times, "median_s": med,
+    res = {"repeats": a.repeats, "train_subset": a.epoch_subset, "epoch_s": times, "median_s": med,
            "cached_over_baseline": med["cached"] / med["baseline"], "live_over_cached": med["live"] / med["cached"]}
     print(f"median epoch: baseline {med['baseline']:.1f} s, cached KD {med['cached']:.1f} s, live KD {med['live']:.1f} s; "
           f"cached/baseline {res['cached_over_baseline']:.3f}, live/cached {res['live_over_cached']:.2f}", flush=True)
@@ -90,27 +93,23 @@ def epochs(a: argparse.Namespace, common: list[str]) -> dict[str, Any]:
     return res
 
 
-def accuracy(a: argparse.Namespace, common: list[str]) -> dict[str, Any]:
-    caches = {}
-    for views in a.acc_views:
+def accuracy(a: argparse.Namespace, common: list[str], views: int | None) -> dict[str, Any]:
+    """Full runs for every seed: live KD (``views`` None) or KD from the whole-logit cache with K = views."""
+    name, ov = "live", list(common)
+    if views is not None:
         d = _cache_dir(a.out, views, None)
         if not (d / "manifest.json").exists():
-            build_cache(KD, views, d, overrides=common, batch_size=a.build_batch, verbose=False)
-        caches[f"cached_K{views}"] = d
-    variants = {"live": common, **{k: [*common, f"teacher_cache={d}"] for k, d in caches.items()}}
-    res: dict[str, Any] = {"seeds": [], **{k: [] for k in variants}, **{f"{k}_train_s": [] for k in variants}}
+            build(a, common, views, None)
+        name, ov = f"cached_K{views}", [*common, f"teacher_cache={d}"]
+    res = _load(a.out).get("accuracy", {})
     for seed in a.seeds:
-        res["seeds"].append(seed)
-        for name, ov in variants.items():
-            s = train(KD, [*ov, f"seed={seed}", f"output_dir={a.out / 'acc' / name / f'seed{seed}'}"], verbose=False)
-            res[name].append(s["final"]["top1"])
-            res[f"{name}_train_s"].append(round(s["train_time_s"], 1))
-            print(f"seed {seed} {name}: top-1 {s['final']['top1']:.2f} ({s['train_time_s']:.0f} s)", flush=True)
-            _save(a.out, "accuracy", res)
-    for name in variants:
-        v = res[name]
-        if len(v) > 1:
-            print(f"{name}: {statistics.mean(v):.2f} ± {statistics.stdev(v):.2f} over seeds {res['seeds']} ({v})")
+        s = train(KD, [*ov, f"seed={seed}", f"output_dir={a.out / 'acc' / name / f'seed{seed}'}"], verbose=False)
+        res.setdefault(name, {})[str(seed)] = {"top1": s["final"]["top1"], "train_s": round(s["train_time_s"], 1)}
+        print(f"seed {seed} {name}: top-1 {s['final']['top1']:.2f} ({s['train_time_s']:.0f} s)", flush=True)
+        _save(a.out, "accuracy", res)
+    v = [r["top1"] for r in res[name].values()]
+    if len(v) > 1:
+        print(f"{name}: {statistics.mean(v):.2f} ± {statistics.stdev(v):.2f} over seeds {list(res[name])} ({v})", flush=True)
     return res
 
 
@@ -119,26 +118,32 @@ def main() -> int:
     ap.add_argument("--teacher", required=True, help="teacher weights (a kdforge checkpoint of configs/fmnist/teacher.yaml)")
     ap.add_argument("--data", help="Fashion-MNIST directory (default: the usual places)")
     ap.add_argument("--out", type=Path, default=Path("runs/bench_cache"))
-    ap.add_argument("--parts", default="builds,epochs,accuracy")
-    ap.add_argument("--views", default="1,4,8")
-    ap.add_argument("--topk", default="all,5")
+    ap.add_argument("--parts", default="build:1:all,epochs,build:4:all,build:8:all,build:1:5,build:4:5,build:8:5,"
+                                       "acc:1,acc:8,acc:live",
+                    help="comma-separated steps, run in order: build:K:k (k = all or a number), epochs, acc:K, acc:live")
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--epoch-views", type=int, default=8, help="K of the cache the epoch timing reads")
-    ap.add_argument("--acc-views", default="1,8")
+    ap.add_argument("--epoch-views", type=int, default=1, help="K of the cache the epoch timing reads (the cost per "
+                                                               "step does not depend on K)")
+    ap.add_argument("--epoch-subset", type=int, default=None, help="time epochs on the first N training samples")
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--build-batch", type=int, default=512)
     ap.add_argument("--threads", type=int, default=1)
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
-    a.views = [int(v) for v in a.views.split(",")]
-    a.topk = [None if k == "all" else int(k) for k in a.topk.split(",")]
-    a.acc_views = [int(v) for v in a.acc_views.split(",")]
     a.seeds = [int(s) for s in a.seeds.split(",")]
     a.out.mkdir(parents=True, exist_ok=True)
     common = [f"teachers.teacher.weights={a.teacher}", *([f"data.root={a.data}"] if a.data else [])]
     print(f"torch {torch.__version__}, {a.threads} thread(s); {' '.join(sys.argv[1:])}", flush=True)
     for part in a.parts.split(","):
-        {"builds": builds, "epochs": epochs, "accuracy": accuracy}[part](a, common)
+        kind, *args = part.split(":")
+        if kind == "build":
+            build(a, common, int(args[0]), None if args[1] == "all" else int(args[1]))
+        elif kind == "epochs":
+            epochs(a, common)
+        elif kind == "acc":
+            accuracy(a, common, None if args[0] == "live" else int(args[0]))
+        else:
+            raise SystemExit(f"unknown part {part!r}")
     return 0
 
 
