@@ -414,6 +414,7 @@ train(cfg, verbose=False)
 def test_torchrun_two_ranks_read_the_cache_and_match_one_process(setup, tmp_path):
     """Every rank reads the rows of its own shard from the shared memory-mapped cache; with the views
     replayed (not drawn per rank) and no BatchNorm in the student, 2 processes train what 1 does."""
+    import test_engine_support  # noqa: F401  (registers tiny_net in this process too)
     from test_ddp import TESTS, _run
     import sys
 

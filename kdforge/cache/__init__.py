@@ -30,40 +30,45 @@ from .replay import CachedBatch, CachedCollate, CachedViews, find_transform, vie
 from .store import TeacherCache
 
 
-def open_for_run(cfg: Any, train_ds: Any, config_path: str | Path | None = None) -> tuple[TeacherCache, CachedViews]:
-    """Open ``cfg.teacher_cache`` for a run and check that it serves it: the same dataset and augmentation,
-    the same teacher weights, every tap the jobs read (whole where a loss needs raw logits), and that
-    replaying view 0 of a few samples gives the inputs the teacher saw. Raises :class:`CacheError` naming
-    each difference and the command that rebuilds the cache."""
-    directory = Path(cfg.teacher_cache)
+def _rebuild_hint(directory: Path, config_path: str | Path | None) -> str:
     try:
         from .manifest import read_manifest
         m = read_manifest(directory, "")
-        views, topk, dtype = m.get("views"), m.get("topk"), m.get("dtype", "fp16")
+        return rebuild_command(config_path, m.get("views"), directory, m.get("topk"), m.get("dtype", "fp16"))
     except CacheError:
-        views, topk, dtype = None, None, "fp16"
-    rebuild = rebuild_command(config_path, views, directory, topk, dtype)
+        return rebuild_command(config_path, None, directory)
+
+
+def _fail(directory: Path, problems: list[str], rebuild: str) -> None:
+    if problems:
+        raise CacheError(f"teacher cache {str(directory)!r} does not match this run:\n  " + "\n  ".join(problems)
+                         + f"\nrebuild it: {rebuild}")
+
+
+def open_cache(cfg: Any, config_path: str | Path | None = None) -> TeacherCache:
+    """Open ``cfg.teacher_cache`` and check it against the run's teachers and jobs, before any data is read:
+    the same teacher weights (by content), every tap the jobs read (whole where a loss reads raw logits),
+    no loss that needs the teacher model. Raises :class:`CacheError` naming each difference and the
+    command that rebuilds the cache."""
+    directory = Path(cfg.teacher_cache)
+    rebuild = _rebuild_hint(directory, config_path)
+    check_cacheable(cfg)
     cache = TeacherCache(directory, rebuild)
     m = cache.manifest
     problems: list[str] = []
-    transform = find_transform(train_ds)
-    problems += differences(m["dataset"], dataset_fingerprint(cfg.data, cfg.seed, len(train_ds), transform), "data")
-    check_cacheable(cfg)
-    taps = needed_taps(cfg)
     from .build import _softmax_only
     consumers = _softmax_only(cfg)
-    for name, wanted in taps.items():
+    for name, wanted in needed_taps(cfg).items():
         entry = m["teachers"].get(name)
         if entry is None:
             problems.append(f"teachers.{name}: not in the cache (it holds {list(m['teachers'])})")
             continue
         if name not in cfg.teachers:
             continue
-        fp_now = dict(entry["fingerprint"])
         spec = cfg.teachers[name]
         known = {**(entry.get("weights_file") or {}), "sha256": entry["fingerprint"].get("sha256")}
-        fp_now.update({"model": spec.name, "kwargs": spec.kwargs, "weights_key": spec.weights_key,
-                       **weights_fingerprint(spec.weights, known)})
+        fp_now = {**entry["fingerprint"], "model": spec.name, "kwargs": spec.kwargs, "weights_key": spec.weights_key,
+                  **weights_fingerprint(spec.weights, known)}
         problems += differences(entry["fingerprint"], fp_now, f"teachers.{name}")
         missing = [t for t in wanted if t not in entry["taps"]]
         if missing:
@@ -74,13 +79,28 @@ def open_for_run(cfg: Any, train_ds: Any, config_path: str | Path | None = None)
             if e is not None and e["storage"] == "topk" and raw:
                 problems.append(f"teachers.{name} tap {t!r} is cached as top-{e['k']} logits but job(s) {raw} read raw "
                                 f"logits; rebuild without --topk")
-    if problems:
-        raise CacheError(f"teacher cache {str(directory)!r} does not match this run:\n  " + "\n  ".join(problems)
-                         + f"\nrebuild it: {rebuild}")
-    views_ds = CachedViews(train_ds, cache, cfg.seed, taps)
-    check_probe(views_ds, cache)
-    return cache, views_ds
+    _fail(directory, problems, rebuild)
+    return cache
+
+
+def replay_views(cfg: Any, cache: TeacherCache, train_ds: Any) -> CachedViews:
+    """The run's training set replaying the cache's views, after checking that it is the dataset and the
+    augmentation the cache was built from and that replaying view 0 of a few samples gives the inputs the
+    teacher saw."""
+    transform = find_transform(train_ds)
+    problems = differences(cache.manifest["dataset"],
+                           dataset_fingerprint(cfg.data, cfg.seed, len(train_ds), transform), "data")
+    _fail(cache.directory, problems, cache.rebuild)
+    views = CachedViews(train_ds, cache, cfg.seed, needed_taps(cfg))
+    check_probe(views, cache)
+    return views
+
+
+def open_for_run(cfg: Any, train_ds: Any, config_path: str | Path | None = None) -> tuple[TeacherCache, CachedViews]:
+    """:func:`open_cache` then :func:`replay_views` (what the trainer does)."""
+    cache = open_cache(cfg, config_path)
+    return cache, replay_views(cfg, cache, train_ds)
 
 
 __all__ = ["CacheError", "CachedBatch", "CachedCollate", "CachedViews", "TeacherCache", "build_cache",
-           "find_transform", "open_for_run", "view_schedule"]
+           "find_transform", "open_cache", "open_for_run", "replay_views", "view_schedule"]

@@ -116,7 +116,8 @@ def build_cache(config: str | Path | Mapping[str, Any] | RunConfig, views: int, 
     from ..engine.amp import autocast
     from ..engine.data import build_datasets
     from ..engine.distributed import pick_device
-    from ..engine.trainer import _build, seed_everything
+    from ..build import build_model_from_spec
+    from ..engine.trainer import seed_everything
     from ..registry import TASKS
 
     _check_args(views, topk, dtype)
@@ -153,7 +154,7 @@ def build_cache(config: str | Path | Mapping[str, Any] | RunConfig, views: int, 
     for name in taps:
         if name not in cfg.teachers:
             raise CacheError(f"a job names teacher {name!r}, which is not in teachers ({list(cfg.teachers)})")
-        teachers[name] = _build(cfg.teachers[name], f"teachers.{name}").to(device).eval().requires_grad_(False)
+        teachers[name] = build_model_from_spec(cfg.teachers[name], f"teachers.{name}").to(device).eval().requires_grad_(False)
     tappers = {name: Tapper(teachers[name], taps[name]) for name in taps}
     bs = batch_size or cfg.data.eval_batch_size or cfg.data.batch_size
 

@@ -22,8 +22,7 @@ import yaml
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from ..build import build_model_from_spec
-from ..config import ConfigError, ModelSpec
+from ..build import build_distiller, build_model_from_spec
 from ..config.run import RunConfig, load_run_config
 from ..distiller import Distiller, ExternalTeacher
 from ..registry import TASKS
@@ -33,20 +32,11 @@ from .checkpoint import FORMAT, VERSION, CheckpointError, atomic_save, load_modu
 from .data import ShardSampler, build_datasets, make_loader
 from .distributed import DistContext, barrier, cleanup, init_distributed
 from .logging import CSVLog, TensorBoard, say
-from .loop import Step, TrainingError, build_optimizer, evaluate, split_cached, train_epoch
+from .loop import Step, TrainingError, evaluate, split_cached, train_epoch
+from .optim import build_optimizer
 from .schedule import build_scheduler
 
 ConfigLike = str | Path | Mapping[str, Any] | RunConfig
-
-
-def _build(spec: ModelSpec, where: str) -> nn.Module:
-    """``build_model_from_spec`` with bad keyword arguments reported as a config error at ``where``."""
-    try:
-        return build_model_from_spec(spec)
-    except TypeError as e:
-        raise ConfigError(f"{where}: cannot build {spec.name!r} with kwargs {spec.kwargs}: {e}") from e
-    except (ImportError, AttributeError) as e:  # "package.module:callable" that does not resolve
-        raise ConfigError(f"{where}: cannot import model {spec.name!r}: {e}") from e
 
 
 def seed_everything(seed: int) -> None:
@@ -62,7 +52,8 @@ class Trainer:
     def __init__(self, cfg: ConfigLike, overrides: list[str] | None = None, *, model: nn.Module | None = None,
                  teachers: Mapping[str, nn.Module] | None = None, datasets: tuple[Dataset, Dataset] | None = None,
                  verbose: bool = True) -> None:
-        self.cfg = load_run_config(copy.deepcopy(dict(cfg)) if isinstance(cfg, Mapping) else cfg, overrides)
+        given = (["student"] if model is not None else []) + list(teachers or {})
+        self.cfg = load_run_config(copy.deepcopy(dict(cfg)) if isinstance(cfg, Mapping) else cfg, overrides, given)
         self._model, self._teachers, self._datasets, self.verbose = model, dict(teachers or {}), datasets, verbose
         self._config_path = cfg if isinstance(cfg, (str, Path)) else None
         self._cache: Any = None  # the TeacherCache when cfg.teacher_cache is set (kdforge.cache)
@@ -86,9 +77,9 @@ class Trainer:
                                 f"{ctx.world_size} processes")
         bs = cfg.batch_size // ctx.world_size
         refresh_ds, train_collate = train_ds, collate
-        if self.cfg.teacher_cache and self.cfg.jobs:  # replay cached views; teacher tensors come with the batch
-            from ..cache import CachedCollate, open_for_run
-            self._cache, train_ds = open_for_run(self.cfg, train_ds, self._config_path)
+        if self._cache is not None:  # replay cached views; teacher tensors come with the batch
+            from ..cache import CachedCollate, replay_views
+            train_ds = replay_views(self.cfg, self._cache, train_ds)
             self._cached_views, train_collate = train_ds, CachedCollate(collate)
             say(f"teacher cache {self.cfg.teacher_cache}: {self._cache.views} view(s) per sample, teachers "
                 f"{list(self._cache.manifest['teachers'])} (not built)", self._show(ctx))
@@ -107,34 +98,20 @@ class Trainer:
 
     def _models(self, ctx: DistContext) -> nn.Module:
         cfg = self.cfg
-        student = self._model if self._model is not None else _build(cfg.model, "model")
+        student = self._model if self._model is not None else build_model_from_spec(cfg.student, "student")
         self.student = student
         if not cfg.jobs:
             if cfg.teachers:
                 say("note: no jobs, so the teachers are not used (plain training of `model`)", self._show(ctx))
             return student.to(ctx.device)
-        teachers: dict[str, nn.Module] = {}
-        cached = self._cache.manifest["teachers"] if self._cache is not None else None
-        for name, spec in cfg.teachers.items():
-            if cached is not None:  # served from the cache (which holds every teacher a job reads): not built
-                if name in cached:
-                    e = cached[name]
-                    teachers[name] = ExternalTeacher(list(e["taps"]), f"teacher cache {cfg.teacher_cache!r}",
-                                                     e["num_params"])
-                continue
-            if name in self._teachers:
-                teachers[name] = self._teachers[name]
-                continue
-            if not spec.weights:
-                say(f"warning: teacher {name!r} ({spec.name}) has no weights: distilling from an untrained teacher",
-                    self._show(ctx))
-            with preserved_rng():  # a run's random stream must not depend on building (or caching) its teachers
-                teachers[name] = _build(spec, f"teachers.{name}")
-        teachers.update({k: v for k, v in self._teachers.items() if k not in teachers})
-        try:
-            self.distiller = Distiller(student, teachers, cfg.jobs)
-        except (TypeError, KeyError) as e:  # a loss/connector built with arguments it does not take
-            raise ConfigError(f"jobs: {e}") from e
+        teachers = dict(self._teachers)
+        if self.cfg.teacher_cache:  # served from the cache: those teachers are not built
+            from ..cache import open_cache
+            self._cache = open_cache(cfg, self._config_path)
+            teachers.update({name: ExternalTeacher(list(e["taps"]), f"teacher cache {cfg.teacher_cache!r}", e["num_params"])
+                             for name, e in self._cache.manifest["teachers"].items() if name in cfg.teachers})
+        self.distiller = build_distiller(cfg, student=student, teachers=teachers,
+                                         warn=lambda m: say(f"warning: {m}", self._show(ctx)))
         return self.distiller.to(ctx.device)
 
     def _show(self, ctx: DistContext) -> bool:
@@ -149,8 +126,8 @@ class Trainer:
             check_amp(tc.amp, ctx.device)
             seed_everything(cfg.seed)
             task = TASKS.build(cfg.task, **cfg.task_kwargs)
+            net = self._models(ctx)  # before the data: weights/tap errors surface without reading a dataset
             train_loader, eval_loader, _ = self._data(ctx, task)
-            net = self._models(ctx)
             with preserved_rng():
                 first, cached = split_cached(next(iter(self._first_batch_loader)), ctx.device)
                 inputs, targets = task.batch_to(first, ctx.device)
@@ -158,8 +135,8 @@ class Trainer:
                     self.distiller.dry_run(inputs, **task.loss_context(targets, first), epoch=0, **cached)
             params = self.distiller.learnable_parameters() if self.distiller is not None else \
                 [p for p in net.parameters() if p.requires_grad]
-            optimizer = build_optimizer(tc.optimizer, params)
-            scheduler = build_scheduler(optimizer, tc.schedule, tc.epochs, len(train_loader), tc.optimizer.lr)
+            optimizer = build_optimizer(tc.optimizer.name, tc.optimizer.kwargs, params)
+            scheduler = build_scheduler(optimizer, tc.schedule.name, tc.schedule.kwargs, tc.epochs, len(train_loader))
             scaler = make_scaler(tc.amp, ctx.device)
             start, best, resumed_from = 0, None, None
             if resume:
@@ -259,7 +236,8 @@ class Trainer:
             raise CheckpointError(f"{path} was written by a {'distillation' if ckpt.get('kind') == 'distiller' else 'plain'}"
                                   f" run, but this run is {'distillation (jobs)' if kind == 'distiller' else 'plain training'};"
                                   f" resume with the config that wrote it")
-        old = ((ckpt.get("config") or {}).get("model") or {}).get("name")
+        old_cfg = ckpt.get("config") or {}
+        old = (old_cfg.get("student") or old_cfg.get("model") or {}).get("name")
         if old is not None and self._model is None and old != self.cfg.model.name:
             raise CheckpointError(f"{path} was written for model {old!r}, but this run's model is "
                                   f"{self.cfg.model.name!r}; resume with the config that wrote it")
