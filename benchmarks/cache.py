@@ -8,9 +8,9 @@ Steps (``--parts``), run in order in one process, results merged into ``OUT/resu
   student from the cache and of the KD student with the live teacher, interleaved ``--repeats`` times;
   medians of the trainer's ``epoch_time`` (the training loop only, data loading included) and the ratios
   cached / baseline and live / cached;
-* ``acc:K`` / ``acc:live``: full 5-epoch KD runs per seed from the whole-logit cache with K views (K = 1
-  is index-only replay, torchdistill-style; K >= 4 cycles through stored views) or with the live
-  teacher — final test top-1 per seed (mean ± std printed).
+* ``acc:1+4+live``: full 5-epoch KD runs, interleaved by seed, from whole-logit caches with K views
+  (K = 1 is index-only replay, torchdistill-style; K >= 4 cycles through stored views) and with the
+  live teacher — final test top-1 per seed (mean ± std printed).
 
     python benchmarks/cache.py --teacher runs/fmnist_teacher/best.pt
     python benchmarks/cache.py --teacher runs/fmnist_teacher/best.pt --parts epochs --epoch-subset 20000
@@ -93,23 +93,30 @@ def epochs(a: argparse.Namespace, common: list[str]) -> dict[str, Any]:
     return res
 
 
-def accuracy(a: argparse.Namespace, common: list[str], views: int | None) -> dict[str, Any]:
-    """Full runs for every seed: live KD (``views`` None) or KD from the whole-logit cache with K = views."""
-    name, ov = "live", list(common)
-    if views is not None:
+def accuracy(a: argparse.Namespace, common: list[str], variants: list[int | None]) -> dict[str, Any]:
+    """Full runs, interleaved by seed, of live KD (``None`` in ``variants``) and KD from the whole-logit
+    cache with K views for each K in ``variants``."""
+    runs: dict[str, list[str]] = {}
+    for views in variants:
+        if views is None:
+            runs["live"] = list(common)
+            continue
         d = _cache_dir(a.out, views, None)
         if not (d / "manifest.json").exists():
             build(a, common, views, None)
-        name, ov = f"cached_K{views}", [*common, f"teacher_cache={d}"]
+        runs[f"cached_K{views}"] = [*common, f"teacher_cache={d}"]
     res = _load(a.out).get("accuracy", {})
     for seed in a.seeds:
-        s = train(KD, [*ov, f"seed={seed}", f"output_dir={a.out / 'acc' / name / f'seed{seed}'}"], verbose=False)
-        res.setdefault(name, {})[str(seed)] = {"top1": s["final"]["top1"], "train_s": round(s["train_time_s"], 1)}
-        print(f"seed {seed} {name}: top-1 {s['final']['top1']:.2f} ({s['train_time_s']:.0f} s)", flush=True)
-        _save(a.out, "accuracy", res)
-    v = [r["top1"] for r in res[name].values()]
-    if len(v) > 1:
-        print(f"{name}: {statistics.mean(v):.2f} ± {statistics.stdev(v):.2f} over seeds {list(res[name])} ({v})", flush=True)
+        for name, ov in runs.items():
+            s = train(KD, [*ov, f"seed={seed}", f"output_dir={a.out / 'acc' / name / f'seed{seed}'}"], verbose=False)
+            res.setdefault(name, {})[str(seed)] = {"top1": s["final"]["top1"], "train_s": round(s["train_time_s"], 1)}
+            print(f"seed {seed} {name}: top-1 {s['final']['top1']:.2f} ({s['train_time_s']:.0f} s)", flush=True)
+            _save(a.out, "accuracy", res)
+    for name in runs:
+        v = [r["top1"] for r in res[name].values()]
+        if len(v) > 1:
+            print(f"{name}: {statistics.mean(v):.2f} ± {statistics.stdev(v):.2f} over seeds {list(res[name])} ({v})",
+                  flush=True)
     return res
 
 
@@ -119,8 +126,9 @@ def main() -> int:
     ap.add_argument("--data", help="Fashion-MNIST directory (default: the usual places)")
     ap.add_argument("--out", type=Path, default=Path("runs/bench_cache"))
     ap.add_argument("--parts", default="build:1:all,epochs,build:4:all,build:8:all,build:1:5,build:4:5,build:8:5,"
-                                       "acc:1,acc:8,acc:live",
-                    help="comma-separated steps, run in order: build:K:k (k = all or a number), epochs, acc:K, acc:live")
+                                       "acc:1+4+live",
+                    help="comma-separated steps, run in order: build:K:k (k = all or a number), epochs, and acc:V+V+… "
+                         "(V = K of a whole-logit cache, or live; runs interleaved by seed)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--epoch-views", type=int, default=1, help="K of the cache the epoch timing reads (the cost per "
                                                                "step does not depend on K)")
@@ -141,7 +149,7 @@ def main() -> int:
         elif kind == "epochs":
             epochs(a, common)
         elif kind == "acc":
-            accuracy(a, common, None if args[0] == "live" else int(args[0]))
+            accuracy(a, common, [None if v == "live" else int(v) for v in args[0].split("+")])
         else:
             raise SystemExit(f"unknown part {part!r}")
     return 0
