@@ -44,9 +44,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--seeds", default="0", help="student seeds, comma-separated (default 0)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="override applied to all three runs, e.g. --set train.epochs=1")
-    ap.add_argument("--views", type=int, default=5,
-                    help="augmented views per sample in the teacher cache (default 5 = the recipe's epochs: every "
-                         "epoch replays a different view)")
+    ap.add_argument("--views", type=int, default=4,
+                    help="augmented views per sample in the teacher cache (default 4; the recipe's 5 epochs then "
+                         "replay 4 different views, see docs/cache.md)")
     ap.add_argument("--live", action="store_true", help="distil with the live teacher instead of a teacher cache")
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args(argv)
