@@ -8,6 +8,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
+import torch
 from torch import nn
 
 from .config import ConfigError, DistillConfig, ModelSpec, load, read_config
@@ -65,7 +66,8 @@ def build_teachers(dc: DistillConfig, given: Mapping[str, nn.Module] | None = No
         if not spec.weights:
             msg = f"teacher {name!r} ({spec.name}) has no weights: distilling from an untrained teacher"
             (warn or (lambda m: warnings.warn(m, UntrainedTeacherWarning, stacklevel=3)))(msg)
-        out[name] = build_model_from_spec(spec, f"teachers.{name}")
+        with torch.random.fork_rng(devices=[]):  # building a teacher must not shift the run's random stream
+            out[name] = build_model_from_spec(spec, f"teachers.{name}")
     out.update(given)
     return out
 

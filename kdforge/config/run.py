@@ -163,6 +163,8 @@ class RunConfig(DistillConfig):
     train: TrainConfig = Field(default_factory=TrainConfig)
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    #: a teacher-output cache (``kdforge cache build``): replay its views, read the teachers' tensors from it
+    teacher_cache: str | None = None
 
     @model_validator(mode="after")
     def _known_task(self) -> "RunConfig":
