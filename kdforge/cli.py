@@ -1,8 +1,4 @@
-<<<<<<< HEAD
-"""``kdforge`` command line: train | check | show | list | eval | compare | inspect | convert.
-=======
-"""``kdforge`` command line: train | eval | compare | inspect | convert | cache (sub-commands in COMMANDS).
->>>>>>> i10
+"""``kdforge`` command line: train | check | show | list | eval | compare | inspect | convert | cache.
 
 Each sub-command is one :class:`Command`: a function adding its arguments and a function running it
 (returning the exit status). Adding one is a few lines::
