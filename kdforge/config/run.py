@@ -23,7 +23,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ..job import DistillJob
 from .loading import load
@@ -35,13 +35,14 @@ class _Strict(BaseModel):
 
 
 class DataConfig(_Strict):
-    """Which dataset (a name in ``kdforge.engine.DATASETS``) and how to load it.
+    """Which dataset (a name in ``kdforge.engine.DATASETS``, or ``"package.module:callable"`` returning
+    ``(train, eval)``; see :mod:`kdforge.engine.user_data`) and how to load it.
 
     ``batch_size`` is the *global* batch: under ``torchrun`` each of the N processes loads
     ``batch_size / N`` samples, so a recipe trains the same way on any number of processes.
     """
 
-    name: str = "fashion_mnist"
+    name: str
     root: str | None = None
     batch_size: int = Field(default=128, ge=1)
     eval_batch_size: int | None = Field(default=None, ge=1)
@@ -52,6 +53,17 @@ class DataConfig(_Strict):
     test_subset: int | None = Field(default=None, ge=1)
     with_index: bool = False
     kwargs: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        from ..engine.user_data import resolve_dataset  # the registry is filled by the engine
+
+        try:
+            resolve_dataset(v)
+        except ValueError as e:
+            raise ValueError(str(e).removeprefix("data.name: ")) from None
+        return v
 
 
 class OptimizerConfig(_Strict):
@@ -133,10 +145,30 @@ class RunConfig(_Strict):
     model: ModelSpec = Field(validation_alias=AliasChoices("model", "student"))
     teachers: dict[str, ModelSpec] = Field(default_factory=dict)
     jobs: list[DistillJob] = Field(default_factory=list, validation_alias=AliasChoices("jobs", "mimic_jobs"))
-    data: DataConfig = Field(default_factory=DataConfig)
+    imports: list[str] = Field(default_factory=list)
+    data: DataConfig
     train: TrainConfig = Field(default_factory=TrainConfig)
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
     device: Literal["auto", "cpu", "cuda"] = "auto"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _imports_and_data(cls, v: Any) -> Any:
+        """Import ``imports:`` (user registrations) before anything is validated; require ``data:``."""
+        if not isinstance(v, dict):
+            return v
+        from ..engine.user_data import import_modules
+
+        imports = v.get("imports") or []
+        import_modules([imports] if isinstance(imports, str) else imports)
+        if v.get("data") is None:
+            from ..engine import DATASETS
+
+            raise ValueError(
+                "a run config needs a data: section naming the dataset to train on (there is no default), e.g. "
+                "data: {name: image_folder, root: DIR}. Registered datasets: " + ", ".join(DATASETS.names())
+                + "; or name your own function as data: {name: 'package.module:callable'} returning (train, eval)")
+        return v
 
     @property
     def run_dir(self) -> Path:

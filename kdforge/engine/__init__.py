@@ -6,6 +6,7 @@ builders (register your own dataset there).
 from .checkpoint import CheckpointError, read_checkpoint
 from .data import DATASETS, build_datasets
 from . import dense_data  # noqa: F401  (registers the scenes_seg / scenes_det datasets)
+from . import user_data  # noqa: F401  (registers image_folder / cifar10 / cifar100; module:callable datasets)
 from .distributed import DeviceError
 from .loop import TrainingError, evaluate
 from .schedule import LRFactor, build_scheduler

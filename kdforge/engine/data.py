@@ -62,7 +62,9 @@ class IndexedDataset(Dataset):
 
 def build_datasets(cfg: DataConfig, seed: int) -> tuple[Dataset, Dataset, Any]:
     """``(train, eval, collate_fn)`` for a data config: registry lookup, subsets, index wrapping."""
-    train, evals = DATASETS.get(cfg.name)(cfg, seed)
+    from .user_data import resolve_dataset
+
+    train, evals = resolve_dataset(cfg.name)(cfg, seed)
     collate = getattr(train, "collate_fn", None)
     if cfg.train_subset is not None and cfg.train_subset < len(train):
         train = Subset(train, range(cfg.train_subset))
