@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from kdforge import MODELS, RegistryError
-from kdforge.models import WeightsError, build_model, count_macs, count_params, load_weights
+from kdforge.models import WeightsError, build_model, count_flops, count_macs, count_params, load_weights
 from kdforge.models.build import WeightsFileNotFoundError
 
 ZOO = [
@@ -121,6 +121,45 @@ def test_count_macs_linear_transpose_and_model_state():
     assert not m[0]._forward_hooks
     lin.weight.requires_grad_(False)
     assert count_params(lin, trainable_only=True) == 3
+
+
+class _AttnMatmul(nn.Module):
+    """Layers other than Conv/Linear: a raw parameter matmul, nn.MultiheadAttention, einsum."""
+
+    def __init__(self, d: int = 16) -> None:
+        super().__init__()
+        self.w = nn.Parameter(torch.randn(d, d))
+        self.attn = nn.MultiheadAttention(d, 4, batch_first=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = x @ self.w                                   # (B, L, d) @ (d, d)
+        h, _ = self.attn(h, h, h)
+        return torch.einsum("bld,bmd->blm", h, h)
+
+
+@pytest.mark.extras
+def test_count_macs_any_architecture_attention_and_matmul():
+    b, seq, d = 2, 5, 16
+    m = _AttnMatmul(d).train()
+    matmul = b * seq * d * d
+    attn = 3 * b * seq * d * d + 2 * b * seq * seq * d + b * seq * d * d   # q/k/v proj, QK^T and AV, out proj
+    einsum = b * seq * seq * d
+    assert count_macs(m, torch.randn(b, seq, d)) == matmul + attn + einsum
+    assert m.training                                     # mode restored
+    with torch.no_grad():                                 # MHA's fused no-grad fast path is still counted
+        assert count_macs(m, torch.randn(b, seq, d)) == matmul + attn + einsum
+    per = count_flops(m, torch.randn(b, seq, d), by_module=True)
+    assert per["attn"] == 2 * attn and per[""] == 2 * (matmul + attn + einsum)
+
+
+@pytest.mark.extras
+def test_count_macs_hf_gpt2_conv1d():
+    transformers = pytest.importorskip("transformers")
+    cfg = transformers.GPT2Config(n_layer=2, n_embd=32, n_head=4, n_positions=16, vocab_size=50)
+    model = transformers.GPT2LMHeadModel(cfg)
+    seq, d, v = 8, 32, 50
+    per_layer = seq * d * 3 * d + seq * d * d + 2 * seq * 4 * d * d + 2 * seq * seq * d  # qkv, proj, mlp, attn
+    assert count_macs(model, torch.zeros(1, seq, dtype=torch.long)) == 2 * per_layer + seq * d * v
 
 
 # -------------------------------------------------------------------------------- build_model

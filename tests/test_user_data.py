@@ -72,16 +72,15 @@ def test_decoders_agree(tmp_path):
     assert grey[0][0].shape[0] == 1
 
 
-@pytest.mark.parametrize("torchvision_decoder", [True])
-def test_torchvision_decoder_when_present(tmp_path, torchvision_decoder):
-    pytest.importorskip("torchvision", exc_type=ImportError)
+@pytest.mark.filterwarnings("ignore:The image decoding:DeprecationWarning")
+def test_torchvision_decoder_when_present(tmp_path):
     try:
         import torchvision.io  # noqa: F401
-    except Exception as e:  # built for another torch
+    except Exception as e:  # not installed, or built for another torch
         pytest.skip(f"torchvision does not import here: {e}")
     root = write_image_folder(tmp_path / "imgs", per_class=1, val_per_class=1)
     tv = ImageFolder(root / "train", decoder="torchvision")
-    assert tv._decode is not image_decoder("pil")
+    assert tv._decode is not image_decoder("pil") and image_decoder("auto") is image_decoder("pil")
     assert torch.equal(tv[0][0], ImageFolder(root / "train", decoder="pil")[0][0])
 
 

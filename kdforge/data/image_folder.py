@@ -5,8 +5,8 @@
 
 Class indices are the sorted sub-folder names of the training folder; the validation folder is read
 with the same mapping (a class it has that training lacks is an error, one it lacks is fine).
-Images are decoded by torchvision's ``decode_image`` when torchvision is installed and works, else by
-Pillow, into uint8 ``(C, H, W)`` tensors; :class:`ImageTransform` then resizes, crops, flips and
+Images are decoded by Pillow, or by torchvision's ``decode_image`` (``decoder="torchvision"``, or when
+Pillow is missing), into uint8 ``(C, H, W)`` tensors; :class:`ImageTransform` then resizes, crops, flips and
 normalises them with tensor ops, so both decoders give the same items.
 """
 from __future__ import annotations
@@ -56,19 +56,25 @@ def _torchvision_decoder() -> Callable[[Path, int], Tensor] | None:
     return decode
 
 
+def _has_pil() -> bool:
+    try:
+        import PIL.Image  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def image_decoder(backend: str = "auto") -> Callable[[Path, int], Tensor]:
-    """``decode(path, channels) -> uint8 (C, H, W)``: ``"torchvision"``, ``"pil"`` or ``"auto"`` (the first
-    that works)."""
+    """``decode(path, channels) -> uint8 (C, H, W)``: ``"pil"``, ``"torchvision"``, or ``"auto"`` = Pillow
+    when installed, else torchvision (whose image decoding is deprecated since torchvision 0.29)."""
     if backend not in ("auto", "torchvision", "pil"):
         raise ValueError(f"image decoder must be 'auto', 'torchvision' or 'pil', got {backend!r}")
-    if backend in ("auto", "torchvision"):
-        tv = _torchvision_decoder()
-        if tv is not None:
-            return tv
-        if backend == "torchvision":
-            raise ImportError("decoder='torchvision' but torchvision is not installed or does not import with this "
-                              "torch; use decoder='pil' (or 'auto')")
-    return _pil_decode
+    if backend == "pil" or (backend == "auto" and _has_pil()):
+        return _pil_decode
+    tv = _torchvision_decoder()
+    if tv is None:
+        raise ImportError("image_folder needs Pillow or a working torchvision to decode images: pip install pillow")
+    return tv
 
 
 # ----------------------------------------------------------------------------------------- transform
