@@ -7,7 +7,7 @@ from typing import Any, Mapping
 from torch import nn
 
 from .config import DistillConfig, ModelSpec, load
-from .distiller import Distiller
+from .distiller import Distiller, DistillerError
 
 
 def build_model_from_spec(spec: ModelSpec) -> nn.Module:
@@ -24,9 +24,18 @@ def build_distiller(cfg: str | Path | Mapping[str, Any] | DistillConfig, *, stud
                     teachers: Mapping[str, nn.Module] | None = None, overrides: list[str] | None = None) -> Distiller:
     """A :class:`Distiller` from a config; ``student``/``teachers`` given here replace the config's models.
 
-    A config with a ``distill:`` section (a full training config) is accepted too.
+    A config with a ``distill:`` section (a full training config) is accepted too, and so is an
+    mslim-style dict holding the models themselves (``{'student_model': s, 'teacher_model': t,
+    'student_distill_layer': [...], ...}``; see :mod:`kdforge.compat`).
     """
     data: Any = cfg
+    from .compat import is_live_config
+
+    if is_live_config(cfg):  # an mslim-style dict holding the models themselves
+        if student is not None or teachers or overrides:
+            raise DistillerError("build_distiller(config_dict_with_models) takes the models from the dict; do not "
+                                 "also pass student=/teachers=/overrides=")
+        return Distiller(cfg)  # type: ignore[arg-type]
     if isinstance(cfg, (str, Path)):
         from .config import read_yaml
         data = read_yaml(cfg)
