@@ -20,6 +20,17 @@ def build_model_from_spec(spec: ModelSpec) -> nn.Module:
     return model
 
 
+def _distill_part(run: Mapping[str, Any]) -> dict[str, Any]:
+    """The student/teachers/jobs of a run config dict (other run fields dropped; unknown keys kept, so they
+    still fail validation by name)."""
+    from .config.run import RunConfig
+
+    run_only = {k for k in RunConfig.model_fields} | {"out", "output", "mimic_jobs"}
+    out = {k: v for k, v in run.items() if k not in run_only or k in ("teachers", "jobs", "mimic_jobs")}
+    out["student"] = run.get("student", run.get("model"))
+    return out
+
+
 def build_distiller(cfg: str | Path | Mapping[str, Any] | DistillConfig, *, student: nn.Module | None = None,
                     teachers: Mapping[str, nn.Module] | None = None, overrides: list[str] | None = None) -> Distiller:
     """A :class:`Distiller` from a config; ``student``/``teachers`` given here replace the config's models.
@@ -41,6 +52,8 @@ def build_distiller(cfg: str | Path | Mapping[str, Any] | DistillConfig, *, stud
         data = read_yaml(cfg)
     if isinstance(data, Mapping) and "distill" in data and "jobs" not in data:
         data = {"student": data.get("model") or data.get("student"), **data["distill"]}
+    elif isinstance(data, Mapping) and ("data" in data or "train" in data):  # a whole run config: its models + jobs
+        data = _distill_part(data)
     dc = load(DistillConfig, data if not isinstance(cfg, DistillConfig) else cfg, overrides)
     s = student if student is not None else build_model_from_spec(dc.student)
     given = dict(teachers or {})
