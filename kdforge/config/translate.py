@@ -83,10 +83,11 @@ def translate(data: Mapping[str, Any], source: str | None = None) -> dict[str, A
         raise TranslationError(f"this config does not have the {name} shape; expected {_SHAPES[SOURCES.index(name)]}")
     cfg = module.translate(data)
     try:
-        load(DistillConfig, {k: v for k, v in cfg.items() if k in ("student", "teachers", "jobs")})
+        load(DistillConfig, {k: v for k, v in cfg.items() if k in ("student", "teachers", "jobs")},
+             context={"check_names": False})  # structure only: models/losses may be the user's
         if "data" in cfg:  # a whole run config (the source named its dataset and training schedule)
             from .run import RunConfig
-            load(RunConfig, cfg)
+            load(RunConfig, cfg, context={"check_names": False})
     except ConfigError as e:  # a translator bug or a source value of the wrong type
         raise TranslationError(f"the {name} config translated to an invalid kdforge config: {e}") from None
     return cfg
