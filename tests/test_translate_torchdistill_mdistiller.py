@@ -37,7 +37,8 @@ def test_torchdistill_kd_matches_its_loss_formula():
     run = load_run_config(cfg)
     assert (run.data.name, run.data.root, run.data.batch_size) == ("cifar10", "./resource/dataset/cifar10", 128)
     assert run.model.kwargs["num_classes"] == 10 and run.name == "cifar10-resnet20_from_resnet56"
-    assert run.train.schedule.milestones == [91, 136] and run.train.epochs == 182
+    assert run.train.schedule.kwargs["milestones"] == [91, 136] and run.train.epochs == 182
+    assert run.train.optimizer.name == "sgd" and run.train.optimizer.kwargs["weight_decay"] == 0.0001
     # torchdistill's KDLoss: alpha * CE + (1 - alpha) * T^2 * KL(teacher || student), alpha 0.9, T 4
     d = build_distiller(cfg, student=torch.nn.Linear(6, 10), teachers={"teacher": torch.nn.Linear(6, 10)})
     x, y = torch.randn(8, 6), torch.randint(0, 10, (8,))
@@ -96,9 +97,9 @@ def test_mdistiller_dkd_carries_defaults_dataset_and_num_classes():
     assert run.model.name == "resnet8x4" and run.model.kwargs == {"num_classes": 100}
     assert run.teachers["teacher"].name == "resnet32x4"
     assert run.data.name == "cifar100" and run.data.root is None and run.data.batch_size == 64
-    loss = run.jobs[0].loss
-    assert loss == {"type": "dkd", "alpha": 1.0, "beta": 2.0, "T": 4.0, "warmup_steps": 20 * 782}
-    assert run.train.ce_weight == 1.0 and run.train.optimizer.weight_decay == 0.0005
+    assert run.jobs[0].loss == {"type": "dkd", "alpha": 1.0, "beta": 2.0, "T": 4.0}
+    assert run.jobs[0].warmup_iters == 20 * 782  # mdistiller's 20-epoch ramp, per step
+    assert run.train.ce_weight == 1.0 and run.train.optimizer.kwargs["weight_decay"] == 0.0005
     text = convert_file(DATA / "mdistiller_dkd_res32x4_res8x4.yaml")
     assert "not from this file: DKD.CE_WEIGHT, DKD.ALPHA, DKD.T, DKD.WARMUP" in text
 

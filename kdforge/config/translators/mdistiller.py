@@ -145,9 +145,9 @@ def translate(data: Mapping[str, Any]) -> dict[str, Any]:
             ce_weight = float(m["CE_WEIGHT"])
             steps = int(m["WARMUP"]) * math.ceil(n_train / int(solver["BATCH_SIZE"]))
             jobs.append({"name": "dkd", "teachers": ["teacher"], "student": "", "teacher": "",
-                         "loss": {"type": "dkd", "alpha": float(m["ALPHA"]), "beta": float(m["BETA"]), "T": float(m["T"]),
-                                  "warmup_steps": steps}, "weight": 1.0})
-            warn(f"DKD.WARMUP {m['WARMUP']} epochs became warmup_steps {steps} = WARMUP x ceil({n_train} training "
+                         "loss": {"type": "dkd", "alpha": float(m["ALPHA"]), "beta": float(m["BETA"]), "T": float(m["T"])},
+                         "weight": 1.0, "warmup_iters": steps})
+            warn(f"DKD.WARMUP {m['WARMUP']} epochs became warmup_iters {steps} = WARMUP x ceil({n_train} training "
                  f"images / batch {solver['BATCH_SIZE']}); change it if your training set differs")
         elif method == "FITNET":
             ce_weight = float(m["LOSS"]["CE_WEIGHT"])

@@ -274,11 +274,13 @@ def translate(data: Mapping[str, Any]) -> dict[str, Any]:
         okey, okw = _kv(train.get("optimizer"))
         skey, skw = _kv(train.get("scheduler"))
         tr: dict[str, Any] = {"epochs": int(train.get("num_epochs", 1)), "ce_weight": ce_weight}
-        if okey.split(".")[-1] in ("SGD", "AdamW"):
-            tr["optimizer"] = {"name": okey.split(".")[-1].lower(),
-                               **{k: okw[k] for k in ("lr", "momentum", "weight_decay", "nesterov") if k in okw}}
+        from ...registry import OPTIMIZERS
+
+        opt = okey.split(".")[-1].lower()
+        if opt and opt in OPTIMIZERS:  # every torch.optim optimiser, by lower-case class name
+            tr["optimizer"] = {"name": opt, **{k: v for k, v in okw.items() if not isinstance(v, Mapping)}}
         elif okey:
-            warn(f"train.optimizer {okey!r} is not translated (SGD, AdamW); the kdforge default is used")
+            warn(f"train.optimizer {okey!r} is not a torch.optim optimiser; the kdforge default is used")
         if skey.split(".")[-1] == "MultiStepLR":
             tr["schedule"] = {"name": "step", "milestones": [int(m) for m in skw.get("milestones", [])],
                               "gamma": float(skw.get("gamma", 0.1))}
