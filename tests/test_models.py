@@ -253,3 +253,23 @@ def test_load_weights_key_and_shape_errors(tmp_path):
         load_weights(build_model("resnet8"), tmp_path / "c100.pt")
     with pytest.raises(WeightsError, match="shape mismatches"):
         load_weights(build_model("resnet8"), tmp_path / "c100.pt", strict=False)
+
+
+def test_input_shape_from_the_model_or_assumed():
+    from kdforge.engine.report import inspect_model
+    from kdforge.models.input_shape import default_input_shape
+
+    class WithCfg(nn.Module):  # timm's convention, on any module
+        pretrained_cfg = {"input_size": (3, 48, 40)}
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(3 * 48 * 40, 2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.fc(x.flatten(1))
+
+    assert default_input_shape("mypkg:net", WithCfg()) == ((3, 48, 40), "the model's default_cfg")
+    assert default_input_shape("resnet8", build_model("resnet8"), {"in_channels": 1}) == ((1, 32, 32), None)
+    assert "input (1, 1, 32, 32) (assumed: the model does not state its input size; pass --input-shape" in \
+        inspect_model("resnet8", ["in_channels=1"], None, depth=0)

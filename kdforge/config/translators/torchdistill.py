@@ -269,7 +269,7 @@ def translate(data: Mapping[str, Any]) -> dict[str, Any]:
         if bs:
             data_cfg["batch_size"] = int(bs)
         if data_cfg.get("root") is None:
-            warn(f"data.root could not be read from datasets:; set it (training fails with 'needs data.root' until then)")
+            warn("data.root could not be read from datasets:; set it (training fails with 'needs data.root' until then)")
         out["data"] = data_cfg
         okey, okw = _kv(train.get("optimizer"))
         skey, skw = _kv(train.get("scheduler"))
