@@ -120,3 +120,25 @@ def test_docs_integrations_examples_run(tmp_path, monkeypatch):
     ns: dict = {}
     exec(compile(blocks[1], "docs/integrations.md", "exec"), ns)  # noqa: S102
     assert callable(ns["compute_loss"])
+
+
+def test_distill_forward_batch_shapes():
+    from kdforge.adapters.common import cross_entropy, distill_forward, output_logits
+
+    d = Distiller(torch.nn.Linear(4, 3), {"t0": torch.nn.Linear(4, 3)}, [DistillJob(loss="kd", student="", teacher="")])
+    x, y = torch.randn(5, 4), torch.randint(0, 3, (5,))
+    out, kd, labels = distill_forward(d, {"pixel_values": x, "labels": y})
+    assert out.shape == (5, 3) and labels is y and kd.isfinite()
+    out2, kd2, labels2 = distill_forward(d, (x, y))
+    assert torch.equal(out, out2) and labels2 is y
+    if not hasattr(d, "split_inputs"):
+        with pytest.raises(ValueError, match="several model inputs"):
+            distill_forward(d, {"input_ids": x, "attention_mask": x, "labels": y})
+    with pytest.raises(ValueError, match="no model inputs"):
+        distill_forward(d, {"labels": y})
+    seq = torch.randn(2, 3, 7)
+    assert torch.allclose(cross_entropy(seq, torch.tensor([[1, -100, 2], [0, 1, -100]])),
+                          torch.nn.functional.cross_entropy(seq.reshape(6, 7)[[0, 2, 3, 4]], torch.tensor([1, 2, 0, 1])))
+    assert output_logits({"logits": x}) is x and output_logits((x, None)) is x
+    with pytest.raises(TypeError, match="task_loss"):
+        output_logits([None])

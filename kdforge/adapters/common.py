@@ -3,8 +3,9 @@
 ``distill_forward(distiller, batch)`` accepts the two batch shapes trainers produce:
 
 * a mapping (Hugging Face): ``labels`` goes to the losses as context, every other key is a model
-  input — one key (``pixel_values``, ``input_ids`` without a mask) is passed positionally, several
-  are passed as keywords (which needs a Distiller that routes keyword model inputs, see issue #12);
+  input — passed as keywords to a Distiller that routes keyword model inputs (one with
+  ``split_inputs``), else one key (``pixel_values``, ``input_ids`` without a mask) positionally; several
+  keys without keyword routing are an error;
 * a tuple/list ``(inputs, labels, *rest)`` (Lightning, plain loaders): ``distiller(inputs, labels=labels)``.
 
 It returns ``(student output, distillation loss, labels)``. ``output_logits`` takes the logits out of a
@@ -35,10 +36,14 @@ def distill_forward(distiller: Distiller, batch: Any) -> tuple[Any, Tensor, Any]
         if not inputs:
             raise ValueError(f"the batch has no model inputs besides labels (keys: {sorted(batch)})")
         ctx = {} if labels is None else {"labels": labels}
-        if len(inputs) == 1:
+        if hasattr(distiller, "split_inputs"):  # a Distiller that routes keyword model inputs itself
+            out, kd = distiller(**inputs, **ctx)
+        elif len(inputs) == 1:
             out, kd = distiller(next(iter(inputs.values())), **ctx)
         else:
-            out, kd = distiller(**inputs, **ctx)
+            raise ValueError(f"the batch has several model inputs {sorted(inputs)}; this Distiller passes only "
+                             f"positional inputs to the models, so give the batch one input key (e.g. drop "
+                             f"attention_mask for unpadded batches) or use a kdforge with keyword model inputs")
         return out, kd, labels
     if isinstance(batch, (tuple, list)) and batch:
         labels = batch[1] if len(batch) > 1 else None
