@@ -204,9 +204,10 @@ def compare_cmd(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------------------------- inspect
 def _inspect_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model", help="zoo name (resnet8) or package.module:callable")
+    p.add_argument("model", help="zoo name (resnet8), torchvision:NAME, timm:NAME or package.module:callable")
     p.add_argument("--input-shape", default=None, metavar="C,H,W",
-                   help="one sample's shape (default: in_channels,32,32)")
+                   help="one sample's shape (default: what the model states — timm's pretrained_cfg, torchvision's "
+                        "weights metadata — else in_channels,32,32, which the output marks as assumed)")
     p.add_argument("--kwargs", nargs="*", default=[], metavar="KEY=VALUE",
                    help="model arguments, e.g. --kwargs num_classes=10 in_channels=1")
     p.add_argument("--depth", type=int, default=None, help="show modules up to this nesting depth")

@@ -55,6 +55,18 @@ def _as_dict(teachers: Teachers) -> dict[str, nn.Module]:
     return {f"t{i}": t for i, t in enumerate(teachers)}
 
 
+def _from_dict(cfg: Mapping[str, Any], teachers: Teachers, jobs: Sequence[Any]) -> tuple[nn.Module, Teachers, Any, Any]:
+    from .compat import from_live_config, is_live_config
+
+    if teachers is not None or jobs:
+        raise DistillerError("Distiller(config_dict) takes the whole set-up in the dict; do not also pass teachers/jobs")
+    if not is_live_config(cfg):
+        raise DistillerError(f"Distiller's first argument is the student nn.Module (or an mslim-style dict holding "
+                             f"the models under 'student_model'/'teacher_model'); got a dict with keys "
+                             f"{sorted(map(str, cfg))}. For a config of model names use kdforge.build_distiller(cfg)")
+    return from_live_config(cfg)
+
+
 class Distiller(nn.Module):
     """Student + teachers + jobs.
 
@@ -69,8 +81,11 @@ class Distiller(nn.Module):
 
     step: Tensor
 
-    def __init__(self, student: nn.Module, teachers: Teachers = None,
+    def __init__(self, student: nn.Module | Mapping[str, Any], teachers: Teachers = None,
                  jobs: Sequence[DistillJob | Mapping[str, Any]] = ()) -> None:
+        device = None
+        if isinstance(student, Mapping):  # mslim's Distiller(config) with live modules (see kdforge.compat)
+            student, teachers, jobs, device = _from_dict(student, teachers, jobs)
         super().__init__()
         self.student = student
         self._teachers = _as_dict(teachers)
@@ -116,6 +131,12 @@ class Distiller(nn.Module):
         #: each job's last value before weight and warm-up (the loss module's own output)
         self.raw_losses: dict[str, Tensor] = {}
         self._check_devices()
+        if device is not None:
+            self.to(device)
+
+    def get_learnable_params(self) -> list[nn.Parameter]:
+        """Alias of :meth:`learnable_parameters` (mslim's name)."""
+        return self.learnable_parameters()
 
     # ----------------------------------------------------------------- teachers
     @property
