@@ -37,4 +37,4 @@ def build_distiller(cfg: str | Path | Mapping[str, Any] | DistillConfig, *, stud
     given = dict(teachers or {})
     ts = {name: given.pop(name) if name in given else build_model_from_spec(spec) for name, spec in dc.teachers.items()}
     ts.update(given)
-    return Distiller(s, ts, dc.jobs)
+    return Distiller(s, ts, dc.jobs, teacher_exec=dc.teacher_exec)

@@ -15,6 +15,7 @@ from torch import Tensor, nn
 
 from .capture import Tapper, TapSpec, resolve_module
 from .job import SELF, DistillJob, JobModule
+from .teacher_exec import TeacherExec, TeacherRunner, to_plain
 
 Teachers = Mapping[str, nn.Module] | Sequence[nn.Module] | nn.Module | None
 
@@ -43,13 +44,19 @@ class Distiller(nn.Module):
     * ``step`` (a buffer, saved in ``state_dict``) counts training forwards; job warm-ups ramp on it.
     * Teacher outputs may be supplied precomputed: ``distiller(x, teacher_outputs={"t0": {"fc": t}})``
       skips that teacher's forward (a cache of teacher outputs builds on this).
+    * ``teacher_exec`` (:class:`~kdforge.teacher_exec.TeacherExec`, a dict of its fields, or
+      ``"plain"``) sets how teachers run: by default conv teachers run in channels_last memory format
+      and before the student; ``torch.compile`` and autocast are opt-in.
     """
 
     step: Tensor
 
     def __init__(self, student: nn.Module, teachers: Teachers = None,
-                 jobs: Sequence[DistillJob | Mapping[str, Any]] = ()) -> None:
+                 jobs: Sequence[DistillJob | Mapping[str, Any]] = (),
+                 teacher_exec: TeacherExec | Mapping[str, Any] | str | None = None) -> None:
         super().__init__()
+        self.teacher_exec = teacher_exec if isinstance(teacher_exec, TeacherExec) else \
+            TeacherExec.model_validate(teacher_exec if teacher_exec is not None else {})
         self.student = student
         self._teachers = _as_dict(teachers)
         for name, t in self._teachers.items():
@@ -81,6 +88,7 @@ class Distiller(nn.Module):
                               for n in self._teachers if n in used}
         self._student_tapper = Tapper(student, self._student_taps)
         self._teacher_tappers = {n: Tapper(self._teachers[n], taps) for n, taps in self._teacher_taps.items()}
+        self._runners = {n: TeacherRunner(n, self._teachers[n], self.teacher_exec) for n in self._teacher_tappers}
         for job in self.jobs:
             setup = getattr(job.loss, "setup", None)
             if callable(setup):
@@ -88,7 +96,10 @@ class Distiller(nn.Module):
                       student_taps=list(job.spec.student), teacher_taps=list(job.spec.teacher))
         self.register_buffer("step", torch.zeros((), dtype=torch.long))
         self.losses: dict[str, Tensor] = {}
-        self._check_devices()
+        # one parameter per model, to check devices per call in O(1) (a parameter keeps its identity
+        # through .to() and lazy materialisation)
+        self._probes = {n: next(m.parameters(), None) for n, m in [("", student), *self._teachers.items()]}
+        self._check_devices(full=True)
 
     # ----------------------------------------------------------------- teachers
     @property
@@ -129,25 +140,32 @@ class Distiller(nn.Module):
         ``student_output`` added. In training mode the step counter advances by one.
         """
         self._check_devices(inputs)
+        given = teacher_outputs or {}
+        if self.teacher_exec.teacher_first:
+            trecs, tlogits = self._run_teachers(inputs, given)
         with self._student_tapper.record() as srec:
             out = self.student(*inputs)
-        trecs, tlogits = self._run_teachers(inputs, teacher_outputs or {})
+        if not self.teacher_exec.teacher_first:
+            trecs, tlogits = self._run_teachers(inputs, given)
         step = int(self.step)
         ctx = {**ctx, "step": step, "student_output": out}
-        total: Tensor = torch.zeros((), device=_device_of(out))
+        total: Tensor | None = None
         losses = {}
         for job in self.jobs:
             s_feats = [srec[t] for t in job.spec.student]
             t_feats = [[srec[t].detach() if n == SELF else trecs[n][t] for t in job.spec.teacher]
                        for n in job.teacher_names]
             logits = [tlogits.get(n) for n in job.teacher_names] if job.spec.combine == "confidence" else None
-            val = job(s_feats, t_feats, ctx, logits) * (job.spec.weight * job.spec.warmup_factor(step))
+            val = job(s_feats, t_feats, ctx, logits)
+            factor = job.spec.weight * job.spec.warmup_factor(step)
+            if factor != 1.0:  # x * 1.0 is x: skip the op, not the math
+                val = val * factor
             losses[job.name] = val.detach()
-            total = total + val
+            total = val if total is None else total + val
         self.losses = losses
         if self.training:
             self.step += 1
-        return out, total
+        return out, total if total is not None else torch.zeros((), device=_device_of(out))
 
     def _run_teachers(self, inputs: tuple[Any, ...], given: Mapping[str, Mapping[str, Tensor]]
                       ) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -163,9 +181,13 @@ class Distiller(nn.Module):
             teacher = self._teachers[name]
             if teacher.training:  # someone called teacher.train() behind our back
                 teacher.eval()
+            runner = self._runners[name]
             with torch.no_grad(), tapper.record() as rec:
-                logits[name] = teacher(*inputs)
-            recs[name] = rec
+                logits[name] = runner(*inputs)
+            if runner.converts:  # channels_last / autocast: losses get contiguous float32 tensors
+                recs[name], logits[name] = {t: to_plain(rec[t]) for t in self._teacher_taps[name]}, to_plain(logits[name])
+            else:
+                recs[name] = rec
         return recs, logits
 
     # ----------------------------------------------------------------- helpers
@@ -215,17 +237,23 @@ class Distiller(nn.Module):
         with contextlib.suppress(Exception):
             self.close()
 
-    def _check_devices(self, inputs: tuple[Any, ...] = ()) -> None:
-        s_dev = _param_device(self.student)
-        for name, t in self._teachers.items():
-            t_dev = _param_device(t)
-            if s_dev is not None and t_dev is not None and t_dev != s_dev:
-                raise DistillerError(f"teacher {name!r} is on {t_dev} but the student is on {s_dev}; "
-                                     f"call distiller.to(device) — it moves the teachers too")
-        x = next((a for a in inputs if isinstance(a, Tensor)), None)
-        if x is not None and s_dev is not None and x.device != s_dev:
-            raise DistillerError(f"inputs are on {x.device} but the models are on {s_dev}; move the batch "
-                                 f"with .to({str(s_dev)!r})")
+    def _check_devices(self, inputs: tuple[Any, ...] = (), full: bool = False) -> None:
+        probes = self._probes
+        s_probe = probes[""]
+        s_dev = s_probe.device if s_probe is not None else None
+        if full or any(p is not None and p.device != s_dev for p in probes.values()):
+            s_dev = _param_device(self.student)
+            for name, t in self._teachers.items():
+                t_dev = _param_device(t)
+                if s_dev is not None and t_dev is not None and t_dev != s_dev:
+                    raise DistillerError(f"teacher {name!r} is on {t_dev} but the student is on {s_dev}; "
+                                         f"call distiller.to(device) — it moves the teachers too")
+        for a in inputs:
+            if isinstance(a, Tensor):
+                if s_dev is not None and a.device != s_dev:
+                    raise DistillerError(f"inputs are on {a.device} but the models are on {s_dev}; move the "
+                                         f"batch with .to({str(s_dev)!r})")
+                break
 
 
 def _param_device(m: nn.Module) -> torch.device | None:

@@ -26,6 +26,7 @@ from typing import Any, Literal
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, model_validator
 
 from ..job import DistillJob
+from ..teacher_exec import TeacherExec
 from .loading import load
 from .schema import ModelSpec
 
@@ -133,6 +134,7 @@ class RunConfig(_Strict):
     model: ModelSpec = Field(validation_alias=AliasChoices("model", "student"))
     teachers: dict[str, ModelSpec] = Field(default_factory=dict)
     jobs: list[DistillJob] = Field(default_factory=list, validation_alias=AliasChoices("jobs", "mimic_jobs"))
+    teacher_exec: TeacherExec = Field(default_factory=TeacherExec)  # how teachers run (kdforge/teacher_exec.py)
     data: DataConfig = Field(default_factory=DataConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)

@@ -6,6 +6,7 @@ from typing import Any
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, model_validator
 
 from ..job import DistillJob
+from ..teacher_exec import TeacherExec
 
 
 class ModelSpec(BaseModel):
@@ -38,3 +39,4 @@ class DistillConfig(BaseModel):
     student: ModelSpec
     teachers: dict[str, ModelSpec] = Field(default_factory=dict)
     jobs: list[DistillJob] = Field(default_factory=list, validation_alias=AliasChoices("jobs", "mimic_jobs"))
+    teacher_exec: TeacherExec = Field(default_factory=TeacherExec)

@@ -114,7 +114,7 @@ class Trainer:
             teachers[name] = _build(spec, f"teachers.{name}")
         teachers.update({k: v for k, v in self._teachers.items() if k not in teachers})
         try:
-            self.distiller = Distiller(student, teachers, cfg.jobs)
+            self.distiller = Distiller(student, teachers, cfg.jobs, teacher_exec=cfg.teacher_exec)
         except (TypeError, KeyError) as e:  # a loss/connector built with arguments it does not take
             raise ConfigError(f"jobs: {e}") from e
         return self.distiller.to(ctx.device)
