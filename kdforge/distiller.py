@@ -95,6 +95,7 @@ class Distiller(nn.Module):
                 setup(student=student, teachers=[student if n == SELF else self._teachers[n] for n in job.teacher_names],
                       student_taps=list(job.spec.student), teacher_taps=list(job.spec.teacher))
         self.register_buffer("step", torch.zeros((), dtype=torch.long))
+        self._step_seen: tuple[Tensor | None, int, int] = (None, -1, 0)  # (buffer, its version, int value) last seen
         self.losses: dict[str, Tensor] = {}
         # one parameter per model, to check devices per call in O(1) (a parameter keeps its identity
         # through .to() and lazy materialisation)
@@ -147,7 +148,7 @@ class Distiller(nn.Module):
             out = self.student(*inputs)
         if not self.teacher_exec.teacher_first:
             trecs, tlogits = self._run_teachers(inputs, given)
-        step = int(self.step)
+        step = self._step_int()
         ctx = {**ctx, "step": step, "student_output": out}
         total: Tensor | None = None
         losses = {}
@@ -162,10 +163,21 @@ class Distiller(nn.Module):
                 val = val * factor
             losses[job.name] = val.detach()
             total = val if total is None else total + val
-        self.losses = losses
+        self.__dict__["losses"] = losses  # a plain attribute (skips nn.Module.__setattr__)
         if self.training:
-            self.step += 1
+            self.step.add_(1)
+            self._step_seen = (self.step, self.step._version, step + 1)
         return out, total if total is not None else torch.zeros((), device=_device_of(out))
+
+    def _step_int(self) -> int:
+        """``int(self.step)`` without reading the buffer (a device sync on GPU) when it has not been
+        written since this Distiller last advanced it (its version counter tells: load_state_dict,
+        DDP buffer broadcasts and user writes all bump it)."""
+        buf, version, value = self._step_seen
+        if buf is not self.step or version != self.step._version:
+            value = int(self.step)
+            self._step_seen = (self.step, self.step._version, value)
+        return value
 
     def _run_teachers(self, inputs: tuple[Any, ...], given: Mapping[str, Mapping[str, Tensor]]
                       ) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -13,7 +13,7 @@ import torch
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
 from torch import Tensor, nn
 
-from .connectors import Connector, build_connector
+from .connectors import Connector, Identity, build_connector
 from .losses.base import check_same_shape
 from .registry import LOSSES
 
@@ -142,6 +142,8 @@ class JobModule(nn.Module):
 
     def _connect(self, i: int, x: Tensor, target: Tensor | None) -> Tensor:
         conn = self.connectors[i]
+        if type(conn) is Identity:  # no connector: skip a module call per pair and step
+            return x
         if isinstance(conn, Connector) and target is not None:
             conn.bind_once(x.shape, target.shape)
         return conn(x)
