@@ -29,7 +29,8 @@ PAIRS = {
                (3, 32, 32), 32),
 }
 VARIANTS = {"plain": "plain", "default": None}
-ABLATION = {"channels_last only": {"teacher_first": False}, "teacher_first only": {"channels_last": False}}
+ABLATION = {"channels_last only": {"teacher_first": False}, "teacher_first only": {"channels_last": False},
+            "default + student channels_last": {"student_channels_last": True}}
 
 
 def step_fn(student, teacher, x, y, teacher_exec):  # type: ignore[no-untyped-def]

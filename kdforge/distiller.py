@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from .capture import Tapper, TapSpec, resolve_module
 from .job import SELF, DistillJob, JobModule
-from .teacher_exec import TeacherExec, TeacherRunner, to_plain
+from .teacher_exec import ChannelsLast, TeacherExec, TeacherRunner, to_contiguous, to_plain
 
 Teachers = Mapping[str, nn.Module] | Sequence[nn.Module] | nn.Module | None
 
@@ -89,6 +89,7 @@ class Distiller(nn.Module):
         self._student_tapper = Tapper(student, self._student_taps)
         self._teacher_tappers = {n: Tapper(self._teachers[n], taps) for n, taps in self._teacher_taps.items()}
         self._runners = {n: TeacherRunner(n, self._teachers[n], self.teacher_exec) for n in self._teacher_tappers}
+        self._student_format = ChannelsLast("student", student, self.teacher_exec.student_channels_last)
         for job in self.jobs:
             setup = getattr(job.loss, "setup", None)
             if callable(setup):
@@ -145,13 +146,15 @@ class Distiller(nn.Module):
         if self.teacher_exec.teacher_first:
             trecs, tlogits = self._run_teachers(inputs, given)
         with self._student_tapper.record() as srec:
-            out = self.student(*inputs)
+            out = self._student_format.call(self.student, *inputs)
         if not self.teacher_exec.teacher_first:
             trecs, tlogits = self._run_teachers(inputs, given)
         step = self._step_int()
         ctx = {**ctx, "step": step, "student_output": out}
         total: Tensor | None = None
         losses = {}
+        if self._student_format.on:  # channels_last student: losses get its taps in the default format
+            srec = {t: to_contiguous(srec[t]) for t in self._student_taps}
         for job in self.jobs:
             s_feats = [srec[t] for t in job.spec.student]
             t_feats = [[srec[t].detach() if n == SELF else trecs[n][t] for t in job.spec.teacher]

@@ -17,6 +17,9 @@ A teacher never trains, so its forward can take the fastest execution that gives
 ``compile: false``
     ``torch.compile`` the teachers (``compile_backend``; ``inductor`` needs a C++ compiler on CPU).
     Off by default: compiling costs tens of seconds up front and pays only on long runs.
+``student_channels_last: false``
+    The student's weights in channels_last too (its forward and backward then run in NHWC; the
+    state dict holds the same values). A conv student only.
 ``autocast: null``
     ``bf16``/``fp16``: run the teachers under ``torch.autocast`` and hand float32 taps to the losses.
     Off by default: the KD loss then differs from the float32 one (measured in the benchmark) and on
@@ -44,12 +47,14 @@ class TeacherExec(BaseModel):
     compile: bool = False
     compile_backend: str = Field(default="inductor", min_length=1)
     autocast: Literal["bf16", "fp16"] | None = None
+    student_channels_last: bool | Literal["auto"] = False
 
     @model_validator(mode="before")
     @classmethod
     def _plain(cls, v: Any) -> Any:
         if v == "plain":  # `teacher_exec: plain` = every speed-up off (the pre-0.2 path)
-            return {"channels_last": False, "teacher_first": False, "compile": False, "autocast": None}
+            return {"channels_last": False, "teacher_first": False, "compile": False, "autocast": None,
+                    "student_channels_last": False}
         return v
 
     @classmethod
@@ -75,41 +80,77 @@ def to_plain(x: Any) -> Any:
     return x
 
 
+def to_contiguous(x: Any) -> Any:
+    """A 4-D tensor in the default contiguous format (differentiable copy when it is channels_last)."""
+    if isinstance(x, Tensor) and x.dim() == 4 and not x.is_contiguous():
+        return x.contiguous()
+    return x
+
+
+class ChannelsLast:
+    """Puts ``model``'s weights in channels_last if ``setting`` says so, and guards the first call.
+
+    With ``setting="auto"`` the first :meth:`call` that fails with a ``RuntimeError`` (a model that
+    ``.view()``-s a feature map) restores the buffers it may have touched (BN statistics), puts the
+    model back in the default format, warns, and calls again; an error that the default format does
+    not fix is re-raised as it was.
+    """
+
+    def __init__(self, role: str, model: nn.Module, setting: bool | str) -> None:
+        self.role, self.model, self.setting = role, model, setting
+        self.on = uses_channels_last(model, setting)
+        self.checked = not (self.on and setting == "auto")
+        if self.on:
+            model.to(memory_format=torch.channels_last)
+
+    def call(self, fn: Callable[..., Any], *inputs: Any) -> Any:
+        if self.checked:
+            return fn(*inputs)
+        saved = {k: b.clone() for k, b in self.model.named_buffers()}
+        try:
+            out = fn(*inputs)
+        except RuntimeError as e:
+            with torch.no_grad():
+                for k, b in self.model.named_buffers():
+                    b.copy_(saved[k])
+            self.model.to(memory_format=torch.contiguous_format)
+            try:
+                out = fn(*inputs)
+            except RuntimeError:  # not a memory-format problem: report the first error as it was
+                self.model.to(memory_format=torch.channels_last)
+                raise e from None
+            self.on = False
+            warnings.warn(f"{self.role} failed in channels_last memory format ({e}); it runs in the default "
+                          f"format from now on (set teacher_exec.{'student_' if self.role == 'student' else ''}"
+                          f"channels_last: false to skip this try)", stacklevel=4)
+        self.checked = True
+        return out
+
+
 class TeacherRunner:
     """One teacher's forward as :class:`TeacherExec` says (the Distiller holds one per teacher)."""
 
     def __init__(self, name: str, model: nn.Module, cfg: TeacherExec) -> None:
         self.name, self.model, self.cfg = name, model, cfg
-        self.channels_last = uses_channels_last(model, cfg.channels_last)
-        self._checked = not (self.channels_last and cfg.channels_last == "auto")  # auto: verify on first call
-        if self.channels_last:
-            model.to(memory_format=torch.channels_last)
+        self.format = ChannelsLast(f"teacher {name!r}", model, cfg.channels_last)
         self.fn: Callable[..., Any] = model
         if cfg.compile:
             self.fn = torch.compile(model, backend=cfg.compile_backend)
         self.dtype = _DTYPES[cfg.autocast] if cfg.autocast else None
-        self.converts = self.channels_last or self.dtype is not None  # taps need to_plain
+
+    @property
+    def channels_last(self) -> bool:
+        return self.format.on
+
+    @property
+    def converts(self) -> bool:
+        """Whether the teacher's taps need :func:`to_plain` (channels_last or autocast)."""
+        return self.format.on or self.dtype is not None
 
     def __call__(self, *inputs: Any) -> Any:
-        if self._checked:
-            return self._run(inputs)
-        try:
-            out = self._run(inputs)
-        except RuntimeError as e:
-            self.model.to(memory_format=torch.contiguous_format)
-            try:
-                out = self._run(inputs)
-            except RuntimeError:  # not a memory-format problem: report the first error as it was
-                self.model.to(memory_format=torch.channels_last)
-                raise e from None
-            self.channels_last, self.converts = False, self.dtype is not None
-            warnings.warn(f"teacher {self.name!r} failed in channels_last memory format ({e}); it runs in the "
-                          f"default format from now on (set teacher_exec.channels_last: false to skip this try)",
-                          stacklevel=3)
-        self._checked = True
-        return out
+        return self.format.call(self._run, *inputs)
 
-    def _run(self, inputs: tuple[Any, ...]) -> Any:
+    def _run(self, *inputs: Any) -> Any:
         if self.dtype is None:
             return self.fn(*inputs)
         x = next((a for a in inputs if isinstance(a, Tensor)), None)
@@ -121,4 +162,4 @@ class TeacherRunner:
             return self.fn(*inputs)
 
 
-__all__ = ["TeacherExec", "TeacherRunner", "to_plain", "uses_channels_last"]
+__all__ = ["ChannelsLast", "TeacherExec", "TeacherRunner", "to_contiguous", "to_plain", "uses_channels_last"]

@@ -202,3 +202,35 @@ def test_run_config_field_and_errors():
         load_run_config({"model": "cnn", "teacher_exec": {"autocast": "fp8"}})
     with pytest.raises(ValidationError, match="channel_last"):
         TeacherExec.model_validate({"channel_last": False})
+
+
+def test_student_channels_last_gives_the_plain_paths_losses_and_contiguous_taps():
+    fast, d = train_losses({"student_channels_last": True})
+    assert d._student_format.on
+    assert d.student.stages[0].body[0].weight.is_contiguous(memory_format=torch.channels_last)
+    assert_close(fast, train_losses("plain")[0])
+
+
+def test_student_channels_last_auto_falls_back_and_restores_bn_statistics():
+    class Viewer(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(1, 4, 3, padding=1)
+            self.bn = nn.BatchNorm2d(4)
+            self.fc = nn.Linear(4 * 28 * 28, 10)
+
+        def forward(self, x):
+            h = self.bn(self.conv(x))
+            return self.fc(h.view(h.shape[0], -1))
+
+    torch.manual_seed(0)
+    s = Viewer()
+    ref = copy.deepcopy(s)
+    _, t = cnn_pair()
+    d = Distiller(s, t, jobs()[:1], teacher_exec={"student_channels_last": "auto"})
+    with pytest.warns(UserWarning, match="student failed in channels_last.*student_channels_last: false"):
+        d(X)
+    ref(X)  # one training forward in the default format
+    assert not d._student_format.on
+    torch.testing.assert_close(s.bn.running_mean, ref.bn.running_mean)  # updated once, not twice
+    assert int(s.bn.num_batches_tracked) == 1
