@@ -97,7 +97,10 @@ class Distiller(nn.Module):
                       student_taps=list(job.spec.student), teacher_taps=list(job.spec.teacher))
         self.register_buffer("step", torch.zeros((), dtype=torch.long))
         self._step_seen: tuple[Tensor | None, int, int] = (None, -1, 0)  # (buffer, its version, int value) last seen
+        #: each job's last value as added to the total: loss × weight × warm-up factor
         self.losses: dict[str, Tensor] = {}
+        #: each job's last value before weight and warm-up (the loss module's own output)
+        self.raw_losses: dict[str, Tensor] = {}
         # one parameter per model, to check devices per call in O(1) (a parameter keeps its identity
         # through .to() and lazy materialisation)
         self._probes = {n: next(m.parameters(), None) for n, m in [("", student), *self._teachers.items()]}
@@ -152,7 +155,7 @@ class Distiller(nn.Module):
         step = self._step_int()
         ctx = {**ctx, "step": step, "student_output": out}
         total: Tensor | None = None
-        losses = {}
+        losses, raw_losses = {}, {}
         if self._student_format.on:  # channels_last student: losses get its taps in the default format
             srec = {t: to_contiguous(srec[t]) for t in self._student_taps}
         for job in self.jobs:
@@ -160,16 +163,16 @@ class Distiller(nn.Module):
             t_feats = [[srec[t].detach() if n == SELF else trecs[n][t] for t in job.spec.teacher]
                        for n in job.teacher_names]
             logits = [tlogits.get(n) for n in job.teacher_names] if job.spec.combine == "confidence" else None
-            val = job(s_feats, t_feats, ctx, logits)
-            factor = job.spec.weight * job.spec.warmup_factor(step)
-            if factor != 1.0:  # x * 1.0 is x: skip the op, not the math
-                val = val * factor
-            losses[job.name] = val.detach()
+            raw = job(s_feats, t_feats, ctx, logits)
+            factor = job.spec.weight * job.spec.warmup_factor(step)  # the one place weight × warm-up applies
+            val = raw * factor if factor != 1.0 else raw  # x * 1.0 is x: skip the op, not the math
+            losses[job.name], raw_losses[job.name] = val.detach(), raw.detach()
             total = val if total is None else total + val
-        self.__dict__["losses"] = losses  # a plain attribute (skips nn.Module.__setattr__)
+        # plain attributes (skips nn.Module.__setattr__ on every step)
+        self.__dict__["losses"], self.__dict__["raw_losses"] = losses, raw_losses
         if self.training:
             self.step.add_(1)
-            self._step_seen = (self.step, self.step._version, step + 1)
+            self.__dict__["_step_seen"] = (self.step, self.step._version, step + 1)
         return out, total if total is not None else torch.zeros((), device=_device_of(out))
 
     def _step_int(self) -> int:
