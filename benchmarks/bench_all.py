@@ -1,6 +1,6 @@
 """All performance benchmarks in one run, with the summary table the README's Performance section shows.
 
-    python benchmarks/bench_all.py               # ~10 min on one busy CPU thread
+    python benchmarks/bench_all.py               # ~15 min on one busy CPU thread
     python benchmarks/bench_all.py --quick       # fewer repeats (a smoke run)
 
 Runs, in this order and each in this one process on one thread (imports in fresh subprocesses):
@@ -37,7 +37,7 @@ def main() -> None:
     t0 = time.perf_counter()
     print(f"torch {torch.__version__}, {platform.processor() or platform.machine()}, 1 thread")
     cnn = teacher_path.run("cnn", 5 if q else 20, ablation=not q, bf16=False)
-    res = teacher_path.run("resnet", 3 if q else 10, ablation=not q, bf16=False)
+    res = teacher_path.run("resnet", 3 if q else 8, ablation=False, bf16=False)
     data = data_epoch.run(2 if q else 5, per_item=not q, limit=10_000 if q else None)
     imp = import_time.run(3 if q else 7)
     tiny = overhead.run("tiny", 100 if q else 400, old=True)
@@ -59,7 +59,10 @@ def main() -> None:
          f"step {tiny['kdforge'] / hand:.2f}× hand-written ({tiny[prev] / tiny['kdforge']:.2f}× faster than previous)"),
     ]
     if not q:
-        rows.insert(2, ("with_index, previous per-item wrapper vs plain",
+        for k, v in cnn["variants"].items():
+            if k not in ("plain", "default"):
+                rows.insert(1, (f"  ablation, demo cnn pair: {k}", "", f"{v:.2f}× faster than plain"))
+        rows.insert(4 + len(cnn["variants"]) - 2, ("with_index, previous per-item wrapper vs plain",
                         f"{data['with_index, per-item (previous)']:.2f} vs {data['plain']:.2f} s",
                         f"{data['with_index, per-item (previous)'] / data['plain']:.2f}×"))
     print(f"\n## Summary ({(time.perf_counter() - t0) / 60:.1f} min)\n")

@@ -17,9 +17,10 @@ A teacher never trains, so its forward can take the fastest execution that gives
 ``compile: false``
     ``torch.compile`` the teachers (``compile_backend``; ``inductor`` needs a C++ compiler on CPU).
     Off by default: compiling costs tens of seconds up front and pays only on long runs.
-``student_channels_last: false``
-    The student's weights in channels_last too (its forward and backward then run in NHWC; the
-    state dict holds the same values). A conv student only.
+``student_channels_last: auto``
+    Conv students' weights in channels_last too (their forward and backward then run in NHWC; the
+    state dict holds the same values; taps reach the losses contiguous). Same first-call fallback,
+    which also restores the BN statistics the failed call touched.
 ``autocast: null``
     ``bf16``/``fp16``: run the teachers under ``torch.autocast`` and hand float32 taps to the losses.
     Off by default: the KD loss then differs from the float32 one (measured in the benchmark) and on
@@ -47,7 +48,7 @@ class TeacherExec(BaseModel):
     compile: bool = False
     compile_backend: str = Field(default="inductor", min_length=1)
     autocast: Literal["bf16", "fp16"] | None = None
-    student_channels_last: bool | Literal["auto"] = False
+    student_channels_last: bool | Literal["auto"] = "auto"
 
     @model_validator(mode="before")
     @classmethod

@@ -65,19 +65,22 @@ def assert_close(a, b, rtol=1e-4, atol=1e-6):
 def test_defaults_are_channels_last_and_teacher_first():
     cfg = TeacherExec()
     assert cfg.channels_last == "auto" and cfg.teacher_first and not cfg.compile and cfg.autocast is None
+    assert cfg.student_channels_last == "auto"
     plain = TeacherExec.plain()
-    assert plain.channels_last is False and not plain.teacher_first
+    assert plain.channels_last is False and not plain.teacher_first and plain.student_channels_last is False
 
 
 def test_default_path_gives_the_plain_paths_losses():
     fast, d = train_losses(None)
     plain, d_plain = train_losses("plain")
     assert d._runners["t"].channels_last and not d_plain._runners["t"].channels_last
+    assert d._student_format.on and not d_plain._student_format.on
     assert_close(fast, plain)
 
 
-@pytest.mark.parametrize("switch", [{"channels_last": True, "teacher_first": False},
-                                    {"channels_last": False, "teacher_first": True}])
+@pytest.mark.parametrize("switch", [{"channels_last": True, "teacher_first": False, "student_channels_last": False},
+                                    {"channels_last": False, "teacher_first": True, "student_channels_last": False},
+                                    {"channels_last": False, "teacher_first": False, "student_channels_last": True}])
 def test_each_switch_alone_gives_the_plain_paths_losses(switch):
     assert_close(train_losses(switch)[0], train_losses("plain")[0])
 
