@@ -8,14 +8,17 @@ Each sub-command is one :class:`Command`: a function adding its arguments and a 
     @command("convert", "translate another toolbox's config", _convert_args)
     def convert(args): ...; return 0
 
-Errors a user can fix (bad config field, missing data or weights, incompatible checkpoint) print a
-one-paragraph message and exit with status 2; anything else is a bug and shows its traceback.
+Errors a user can fix (bad config field, missing data or weights, incompatible checkpoint, a run
+directory in use, a full disk) print a one-paragraph message and exit with status 2 (``--debug``
+shows the traceback too); anything else is a bug and shows its traceback.
 """
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import sys
+import traceback
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -47,14 +50,28 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from .capture import TapError
     from .config import ConfigError
     from .config.translate import TranslationError
-    from .data import DatasetNotFoundError
+    from .data import DatasetNotFoundError, IDXError
     from .distiller import DistillerError
     from .engine import AmpError, CheckpointError, DeviceError, TrainingError
-    from .losses import ShapeMismatchError
+    from .engine.rundir import RunDirError
+    from .job import JobError
+    from .losses import LossArgumentError, ShapeMismatchError
     from .models import WeightsError
     from .registry import RegistryError
     return (ConfigError, RegistryError, CheckpointError, TrainingError, AmpError, DeviceError, DistillerError,
-            TapError, ShapeMismatchError, WeightsError, DatasetNotFoundError, TranslationError)
+            TapError, ShapeMismatchError, WeightsError, DatasetNotFoundError, TranslationError, IDXError,
+            RunDirError, LossArgumentError, JobError)
+
+
+#: errno values that mean "the disk is full" (ENOSPC; EDQUOT: over quota)
+DISK_FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
+
+
+def disk_full_message(e: OSError) -> str:
+    where = f" while writing {e.filename}" if e.filename else ""
+    return (f"the disk is full{where} ({e.strerror or 'no space left on device'}). Checkpoints are written to a "
+            f"temporary file and renamed, so the previous checkpoints are intact; free some space and continue "
+            f"with --resume")
 
 
 def _common_overrides(args: argparse.Namespace) -> list[str]:
@@ -79,6 +96,8 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", nargs="?", const=True, default=None, metavar="PATH",
                    help="continue from a checkpoint (default: the run directory's last.pt)")
     p.add_argument("--out", metavar="DIR", help="run directory (sets output_dir; default runs/<name>)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the earlier run in the run directory (its checkpoints, metrics, config)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
 
 
@@ -86,7 +105,8 @@ def _train_args(p: argparse.ArgumentParser) -> None:
 def train_cmd(args: argparse.Namespace) -> int:
     from .engine import train
 
-    summary = train(args.config, _common_overrides(args), resume=args.resume, verbose=not args.quiet)
+    summary = train(args.config, _common_overrides(args), resume=args.resume, overwrite=args.overwrite,
+                    verbose=not args.quiet)
     best = summary.get("best") or {}
     if best:
         print(f"{summary['name']}: best {best['metric']} = {best['value']:.2f} at epoch {best['epoch']}; "
@@ -181,6 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(prog="kdforge", description="Knowledge distillation for PyTorch.")
     parser.add_argument("--version", action="version", version=f"kdforge {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of user errors too")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for c in COMMANDS:
         c.add_arguments(sub.add_parser(c.name, help=c.help, description=c.help))
@@ -198,10 +219,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return run(args)
     except user_errors() as e:
-        msg = str(e).strip() or type(e).__name__
-        print(f"kdforge {args.command}: error: {msg}", file=sys.stderr)
-        return 2
+        return _user_error(args, str(e).strip() or type(e).__name__)
+    except OSError as e:
+        if e.errno in DISK_FULL:
+            return _user_error(args, disk_full_message(e))
+        raise
     except KeyboardInterrupt:
         print(f"kdforge {args.command}: interrupted", file=sys.stderr)
         return 130
 
+
+
+def _user_error(args: argparse.Namespace, msg: str) -> int:
+    if getattr(args, "debug", False):
+        traceback.print_exc()
+    print(f"kdforge {args.command}: error: {msg}", file=sys.stderr)
+    return 2

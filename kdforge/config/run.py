@@ -112,6 +112,8 @@ class TrainConfig(_Strict):
     grad_clip: float | None = Field(default=None, gt=0)
     log_every: int = Field(default=50, ge=1)
     eval_every: int = Field(default=1, ge=1)
+    #: stop when a logged training loss exceeds this factor × the run's first logged loss (null: never)
+    divergence_factor: float | None = Field(default=1e4, gt=1)
 
 
 class CheckpointConfig(_Strict):
@@ -137,6 +139,8 @@ class RunConfig(_Strict):
     train: TrainConfig = Field(default_factory=TrainConfig)
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    #: distilling from a teacher without ``weights`` is an error unless this is true (tests, smoke runs)
+    allow_untrained_teacher: bool = False
 
     @property
     def run_dir(self) -> Path:
