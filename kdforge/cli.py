@@ -15,7 +15,6 @@ shows the traceback too); anything else is a bug and shows its traceback.
 from __future__ import annotations
 
 import argparse
-import errno
 import json
 import sys
 import traceback
@@ -61,10 +60,6 @@ def user_errors() -> tuple[type[BaseException], ...]:
     return (ConfigError, RegistryError, CheckpointError, TrainingError, AmpError, DeviceError, DistillerError,
             TapError, ShapeMismatchError, WeightsError, DatasetNotFoundError, TranslationError, IDXError,
             RunDirError, LossArgumentError, JobError)
-
-
-#: errno values that mean "the disk is full" (ENOSPC; EDQUOT: over quota)
-DISK_FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
 
 
 def disk_full_message(e: OSError) -> str:
@@ -221,6 +216,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except user_errors() as e:
         return _user_error(args, str(e).strip() or type(e).__name__)
     except OSError as e:
+        from .engine.checkpoint import DISK_FULL
         if e.errno in DISK_FULL:
             return _user_error(args, disk_full_message(e))
         raise

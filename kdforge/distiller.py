@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import contextlib
+import sys
 from typing import Any, Mapping, Sequence
 
 import torch
@@ -144,6 +145,13 @@ class Distiller(nn.Module):
         ``ctx`` (``labels``, ``index``, ``epoch``, …) is passed to every loss, with ``step`` and
         ``student_output`` added. In training mode the step counter advances by one.
         """
+        if _called_through_torch_compile():
+            raise DistillerError(
+                "torch.compile(distiller) is not supported: the Distiller's taps are forward hooks switched on and "
+                "off around each model call, and its lazily-shaped connectors are built on the first call, neither "
+                "of which a compiled graph of the whole Distiller can hold. Compile the models instead, in place — "
+                "distiller.student.compile() (and teacher.compile() for a teacher) — and keep calling the Distiller "
+                "itself: taps, connectors and losses work unchanged around compiled models")
         self._check_devices(inputs)
         with self._student_tapper.record() as srec:
             out = self.student(*inputs)
@@ -242,6 +250,24 @@ class Distiller(nn.Module):
         if x is not None and s_dev is not None and x.device != s_dev:
             raise DistillerError(f"inputs are on {x.device} but the models are on {s_dev}; move the batch "
                                  f"with .to({str(s_dev)!r})")
+
+
+def _called_through_torch_compile(depth: int = 8) -> bool:
+    """True when this call came through ``torch.compile(distiller)`` (an ``OptimizedModule`` a few frames up).
+
+    Raising inside the traced region would only make dynamo fall back to running the frame eagerly, so
+    the check looks at the real call stack, which dynamo leaves to eager execution (``sys._getframe``
+    is not traced). Costs a few microseconds per call.
+    """
+    f = sys._getframe(1).f_back
+    for _ in range(depth):
+        if f is None:
+            return False
+        me = f.f_locals.get("self")
+        if me is not None and type(me).__name__ == "OptimizedModule":
+            return True
+        f = f.f_back
+    return False
 
 
 def _check_dtype(name: str, teacher: nn.Module, student: nn.Module) -> None:
