@@ -325,3 +325,127 @@ def test_device_side_recording_names_the_first_bad_step():
     g.observe(torch.tensor([float("nan"), 1.0], dtype=torch.float64), x, 3, "epoch 1, step 3")
     with pytest.raises(TrainingError, match=r"epoch 1, step 2 \(detected at step 4\) \(source: the task loss"):
         g.check_synced(1.0, 4, "epoch 1, step 4")
+
+
+# ------------------------------------------------------------------------------ user errors exit 2
+def _fmnist_cfg(tmp_path, root):
+    cfg = run_config(str(tmp_path / "r"), epochs=1, jobs=False)
+    cfg["data"] = {"name": "fashion_mnist", "root": str(root), "batch_size": 4}
+    cfg["model"]["kwargs"]["num_classes"] = 10
+    return _yaml(tmp_path, cfg)
+
+
+def test_truncated_idx_file_exits_2(tmp_path, capsys):
+    from kdforge.data import fashion_mnist as fm
+    root = fake_dataset(tmp_path / "fm", gz=False)
+    img = root / fm.FILES[True][0]
+    img.write_bytes(img.read_bytes()[:1000])
+    rc, err = _cli(capsys, "train", str(_fmnist_cfg(tmp_path, root)), "--quiet")
+    assert rc == 2 and "truncated" in err and "Traceback" not in err
+
+
+def test_label_image_count_mismatch_exits_2(tmp_path, capsys):
+    from test_data import write_idx
+
+    from kdforge.data import fashion_mnist as fm
+    root = fake_dataset(tmp_path / "fm", gz=False)
+    write_idx(root / fm.FILES[True][1], (torch.arange(7) % 10).numpy().astype("uint8"))
+    rc, err = _cli(capsys, "train", str(_fmnist_cfg(tmp_path, root)), "--quiet")
+    assert rc == 2 and "12 images but" in err and "7 labels" in err
+
+
+def test_non_utf8_yaml_exits_2(tmp_path, capsys):
+    p = tmp_path / "latin1.yaml"
+    p.write_bytes("name: caf\xe9\n".encode("latin-1"))
+    rc, err = _cli(capsys, "train", str(p))
+    assert rc == 2 and "not UTF-8" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("override,msg", [
+    ("train.epochs.x=1", "train.epochs is int 2, not a mapping"),
+    ("jobs.5.weight=1", "jobs is a list of 2 item"),
+    ("jobs.kd.weight=1", "'kd' is not an index"),
+    ("train..epochs=1", "must look like key.path=value"),
+])
+def test_bad_set_path_exits_2(tmp_path, capsys, override, msg):
+    cfg = _yaml(tmp_path, run_config(str(tmp_path / "r"), epochs=2))
+    rc, err = _cli(capsys, "train", str(cfg), "--set", override)
+    assert rc == 2 and msg in err and "Traceback" not in err
+
+
+def test_disk_full_is_named_and_keeps_the_previous_checkpoint(tmp_path, capsys, monkeypatch):
+    cfg = _yaml(tmp_path, run_config(str(tmp_path / "r"), epochs=2, jobs=False))
+    real_save = torch.save
+
+    def save(obj, f, *a, **k):  # the disk fills up during the second epoch's checkpoints
+        if isinstance(obj, dict) and obj.get("epoch") == 2:
+            f.write(b"x" * 100)
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_save(obj, f, *a, **k)
+
+    monkeypatch.setattr(ckpt_mod.torch, "save", save)
+    rc, err = _cli(capsys, "train", str(cfg), "--quiet")
+    monkeypatch.setattr(ckpt_mod.torch, "save", real_save)
+    assert rc == 2 and "the disk is full" in err and "previous best.pt is intact" in err and "Traceback" not in err
+    assert torch.load(tmp_path / "r" / "last.pt", weights_only=True)["epoch"] == 1
+    assert torch.load(tmp_path / "r" / "best.pt", weights_only=True)["epoch"] == 1
+    assert not list((tmp_path / "r").glob(".*.tmp"))
+
+
+def test_debug_shows_the_traceback(tmp_path, capsys):
+    cfg = _yaml(tmp_path, run_config(str(tmp_path / "r"), epochs=2))
+    rc, err = _cli(capsys, "--debug", "train", str(cfg), "--set", "train.epochz=3")
+    assert rc == 2 and "Traceback" in err and "train.epochz" in err
+
+
+# ------------------------------------------------------------------------------ bounded config reading
+def test_yaml_alias_bomb_is_refused_before_expansion(tmp_path, capsys):
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 9)]
+    cfg = run_config(str(tmp_path / "r"), epochs=1)
+    text = "\n".join(lines) + "\n" + yaml.safe_dump(cfg)
+    text = text.replace("kwargs:\n    bn: false", "kwargs:\n    bn: false\n    junk: *a8", 1)
+    p = tmp_path / "bomb.yaml"
+    p.write_text(text)
+    t0 = time.perf_counter()
+    rc, err = _cli(capsys, "train", str(p))
+    assert rc == 2 and "alias" in err and len(err) < 1000 and time.perf_counter() - t0 < 10
+
+
+def test_recursive_alias_and_oversized_yaml_are_refused():
+    with pytest.raises(ValueError, match="recursive alias"):
+        load_yaml("a: &a [1, *a]")
+    with pytest.raises(ValueError, match="limited to"):
+        load_yaml("x: " + "1" * 100, max_bytes=50)
+
+
+def test_yaml_reads_exponent_floats_as_numbers():
+    assert load_yaml("lr: 1e-3\nw: 5E4\ns: '1e-3'") == {"lr": 1e-3, "w": 5e4, "s": "1e-3"}
+
+
+def test_huge_values_are_not_formatted_into_errors(tmp_path, capsys):
+    cfg = run_config(str(tmp_path / "r"), epochs=1, jobs=False)
+    cfg["model"]["kwargs"]["blob"] = "x" * 200_000  # TinyNet takes no `blob`
+    rc, err = _cli(capsys, "train", str(_yaml(tmp_path, cfg)))
+    assert rc == 2 and "blob" in err and len(err) < 2000
+
+
+@pytest.mark.parametrize("body,msg", [
+    ("s = 'ab'\n" + "s = s + s\n" * 40, "longer than 100,000 characters"),
+    ("d = dict(a=1)\n" + "d = dict(a=d, b=d)\n" * 40, "more than 100,000 entries"),
+])
+def test_py_config_reader_is_bounded(tmp_path, capsys, body, msg):
+    p = tmp_path / "bomb.py"
+    p.write_text(body)
+    rc, err = _cli(capsys, "convert", str(p))
+    assert rc == 2 and msg in err
+
+
+def test_py_config_integer_growth_is_bounded(tmp_path):
+    from kdforge.config.translators.pyconfig import read_pyconfig
+    p = tmp_path / "pow.py"
+    p.write_text("x = 9\n" + "x = x ** 64\n" * 6 + "y = 2 ** 60\n" + "y = y * y\n" * 30 + "z = 3 ** 4\n")
+    t0 = time.perf_counter()
+    module, _, unevaluated = read_pyconfig(p)
+    assert time.perf_counter() - t0 < 5 and module["z"] == 81
+    assert isinstance(module["x"], str) and isinstance(module["y"], str) and unevaluated

@@ -58,7 +58,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str] | None) -> dict[s
                     break
                 node = node.setdefault(part, {})
             else:
-                raise ConfigError(f"override {key!r}: {where} is {type(node).__name__} {str(node)[:60]!r}, not a "
+                raise ConfigError(f"override {key!r}: {where} is {type(node).__name__} {repr(node)[:60]}, not a "
                                   f"mapping, so it has no field {part!r}")
         try:
             value = load_yaml(raw, f"override {key!r}")
