@@ -197,7 +197,7 @@ def test_negative_weight_needs_an_explicit_opt_in():
 def test_numeric_strings_are_rejected_with_the_field_path(tmp_path):
     cfg = run_config(str(tmp_path / "r"), epochs=1)
     cfg["jobs"][0]["weight"] = "0.5"
-    with pytest.raises(ConfigError, match=r"jobs\.0\.weight: .*string '0\.5'"):
+    with pytest.raises(ConfigError, match=r"jobs\[0\]\.weight: .*string '0\.5'"):
         train(cfg, verbose=False)
     assert not (tmp_path / "r").exists()
 

@@ -7,11 +7,11 @@ with it field by field (dotted paths):
   and each change is reported: a longer ``train.epochs`` extends the schedule — the learning rate
   from the resume point on is the new config's schedule, as if the run had been planned with the
   new length from the start (cosine/one-cycle stretch over the new total; the lr jumps from the old
-  schedule's value to the new one's at that step). A new ``train.optimizer.lr`` (or momentum,
-  weight decay, betas) sets the base lr of the schedule from the next step on.
+  schedule's value to the new one's at that step). A new ``train.optimizer.lr`` sets the base lr of the schedule
+  from the next step on; other optimiser arguments (momentum, weight decay, betas, …) likewise.
 * every other field must match: the model, teachers, jobs (taps, losses and their arguments such
   as ``T``, weights), the task, the data (except where it lives and how it is loaded), the seed,
-  the optimiser type and the loss weighting. A difference is a :class:`CheckpointError` naming
+  the optimiser type (``train.optimizer.name``) and the loss weighting. A difference is a :class:`CheckpointError` naming
   each differing field with both values.
 """
 from __future__ import annotations
@@ -24,8 +24,7 @@ import torch
 #: config paths a resumed run may change (prefixes: ``train.schedule`` covers all its fields)
 MAY_CHANGE: tuple[str, ...] = (
     "name", "output_dir", "device",
-    "train.epochs", "train.optimizer.lr", "train.optimizer.momentum", "train.optimizer.weight_decay",
-    "train.optimizer.nesterov", "train.optimizer.betas", "train.schedule", "train.grad_clip",
+    "train.epochs", "train.optimizer", "train.schedule", "train.grad_clip",
     "train.log_every", "train.eval_every", "train.divergence_factor",
     "checkpoint", "data.root", "data.num_workers", "data.eval_batch_size",
 )
@@ -61,7 +60,13 @@ def _shown_value(v: Any) -> str:
     return "(not set)" if v is _ABSENT else short_repr(v)
 
 
+#: exceptions inside MAY_CHANGE: the optimiser's type (its saved state belongs to that type)
+MUST_MATCH: tuple[str, ...] = ("train.optimizer.name",)
+
+
 def _may_change(path: str) -> bool:
+    if any(path == p or path.startswith(p + ".") for p in MUST_MATCH):
+        return False
     return any(path == p or path.startswith(p + ".") for p in MAY_CHANGE)
 
 
@@ -122,7 +127,7 @@ def apply_new_hyperparameters(optimizer: torch.optim.Optimizer, scheduler: Any, 
     step = scheduler.last_epoch
     lrs = []
     for group, base, fn, fresh in zip(optimizer.param_groups, fresh_base_lrs, scheduler.lr_lambdas, fresh_groups):
-        for key, value in fresh.items():  # momentum, weight_decay, nesterov, betas
+        for key, value in fresh.items():  # momentum, weight decay, betas, … as the new config gives them
             group[key] = value
         group["initial_lr"] = base
         group["lr"] = base * fn(step)
@@ -131,6 +136,6 @@ def apply_new_hyperparameters(optimizer: torch.optim.Optimizer, scheduler: Any, 
 
 
 def hyperparameters(optimizer: torch.optim.Optimizer) -> list[dict[str, Any]]:
-    """The config-given hyper-parameters of each param group (not ``lr``/``params``)."""
-    keys = ("momentum", "weight_decay", "nesterov", "betas")
-    return [{k: g[k] for k in keys if k in g} for g in optimizer.param_groups]
+    """The hyper-parameters of each param group as this run's config set them (not ``lr``/``params``)."""
+    skip = {"params", "lr", "initial_lr"}
+    return [{k: v for k, v in g.items() if k not in skip} for g in optimizer.param_groups]
