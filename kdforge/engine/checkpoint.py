@@ -106,7 +106,8 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {str(path)!r} does not exist; resume from a run directory's last.pt "
-                              f"(written at the end of each epoch) or start without --resume")
+                              f"(written at the end of each epoch), or start the run again: without --resume, and with "
+                              f"--overwrite if its directory already holds files of the interrupted run")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # unpickling/zip errors come in many types
