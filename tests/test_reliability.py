@@ -4,7 +4,6 @@ Each test covers one case of a careless or hostile user and fails on the code be
 """
 from __future__ import annotations
 
-import copy
 import csv
 import errno
 import json
@@ -26,7 +25,7 @@ from kdforge.cli import main
 from kdforge.config import ConfigError
 from kdforge.config.safe_yaml import load_yaml
 from kdforge.distiller import DistillerError
-from kdforge.engine import CheckpointError, Trainer, TrainingError, train
+from kdforge.engine import CheckpointError, TrainingError, train
 from kdforge.engine import checkpoint as ckpt_mod
 from kdforge.engine.guard import DivergenceGuard
 from kdforge.engine.rundir import LOCK_NAME, RunDirError, claim_run_dir

@@ -165,8 +165,8 @@ class Trainer:
                 wrapped = nn.parallel.DistributedDataParallel(
                     net, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
             job_names = [j.name for j in self.distiller.jobs] if self.distiller else []
-            guard = DivergenceGuard(["total loss", "task loss", "distillation loss"] + [f"job {j!r}" for j in job_names],
-                                    ctx.device, float(optimizer.defaults.get("lr", 0.0)), tc.divergence_factor)
+            parts = ["total loss", "task loss", "distillation loss"] + [f"job {j!r}" for j in job_names]
+            guard = DivergenceGuard(parts, ctx.device, float(optimizer.defaults.get("lr", 0.0)), tc.divergence_factor)
             step = Step(wrapped, self.distiller, params, optimizer, scheduler, scaler, task, tc.amp, ctx.device,
                         tc.ce_weight, tc.grad_clip, job_names, guard)
             if ctx.is_main and resumed_from and cfg.checkpoint.every and start % cfg.checkpoint.every == 0 and start \
@@ -203,8 +203,9 @@ class Trainer:
             t_train += row["epoch_time"]
             self._t_train = t_train
             if not weights_finite(step.params):  # never evaluate or save diverged weights
+                lr = step.optimizer.defaults.get("lr", 0.0)
                 raise TrainingError(f"the weights became NaN/inf during epoch {epoch + 1} (the loss stayed finite at "
-                                    f"the logged steps); lower train.optimizer.lr (now {step.optimizer.defaults.get('lr', 0.0):g}) or set "
+                                    f"the logged steps); lower train.optimizer.lr (now {lr:g}) or set "
                                     f"train.grad_clip. Nothing was saved from this epoch.")
             if (epoch + 1) % tc.eval_every == 0 or epoch + 1 == tc.epochs:
                 metrics = evaluate(self.student, eval_loader, task, ctx.device, tc.amp, ctx)
