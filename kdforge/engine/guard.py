@@ -8,7 +8,7 @@ and read at the steps where the loop already synchronises (log steps, end of epo
 host sync is added; the error still names the step where the non-finite value first appeared.
 
 Explosion. At every synchronised loss (log steps and the epoch mean) the loss is compared with the
-first loss the run logged; above ``train.divergence_factor`` × that reference the run stops with
+first loss this process logged (a resumed run starts a new reference); above ``train.divergence_factor`` × that reference the run stops with
 advice on the learning rate. The trainer also refuses to write ``best.pt``/``last.pt`` from
 weights that are not finite, so a diverged model is never saved as a checkpoint.
 """
