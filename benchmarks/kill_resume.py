@@ -133,7 +133,7 @@ def trial(cfg_path: Path, run: Path, ref_time: float, kills: int, rng: random.Ra
             cmd = cli(cfg_path, "--resume")
         first = False
         p = subprocess.Popen(cmd, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        delay = rng.uniform(0.0, ref_time)
+        delay = rng.uniform(0.1, 0.9) * ref_time  # start-up included: kills land in every phase
         try:
             p.wait(timeout=delay)
             if p.returncode != 0:
