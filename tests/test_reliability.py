@@ -180,6 +180,14 @@ def test_job_without_teachers_is_an_error_not_silent_self_distillation():
     Distiller(TinyNet(), None, [DistillJob(loss="fitnet", student="conv1", teacher="conv1", teachers="self")])
 
 
+def test_run_config_jobs_without_any_teacher_fail_before_data(tmp_path, capsys):
+    cfg = run_config(str(tmp_path / "r"), epochs=1)
+    del cfg["teachers"]
+    rc, err = _cli(capsys, "train", str(_yaml(tmp_path, cfg)), "--quiet")
+    assert rc == 2 and "['kd', 'fit'] have no teacher" in err and "teachers: [self]" in err
+    assert not (tmp_path / "r").exists()
+
+
 def test_teacher_weights_must_match_the_teachers():
     with pytest.raises(DistillerError, match="teacher_weights has 2 entries for the 1 teacher"):
         Distiller(TinyNet(), TinyNet(width=8), [DistillJob(loss="kd", student="", teacher="", teacher_weights=[1, 1])])

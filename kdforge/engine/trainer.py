@@ -124,8 +124,16 @@ class Trainer:
 
     # ------------------------------------------------------------------------------ training
     def _check_teachers_trained(self) -> None:
+        """Before any data is read: jobs have a teacher (or say ``self``), and teachers have weights."""
         cfg = self.cfg
-        if not cfg.jobs or cfg.allow_untrained_teacher:
+        if not cfg.jobs:
+            return
+        if not cfg.teachers and not self._teachers:  # before any data: the Distiller would refuse it later
+            bare = [j.name or f"jobs[{i}]" for i, j in enumerate(cfg.jobs) if j.teachers is None]
+            if bare:
+                raise ConfigError(f"jobs {bare} have no teacher: the config has no teachers and the jobs name none. "
+                                  f"Add teachers:, or write teachers: [self] in a job for self-distillation")
+        if cfg.allow_untrained_teacher:
             return
         untrained = [n for n, spec in cfg.teachers.items() if not spec.weights and n not in self._teachers]
         if untrained:
