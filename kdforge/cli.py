@@ -126,6 +126,8 @@ def check_cmd(args: argparse.Namespace) -> int:
     print(f"{args.config}: config valid ({len(cfg.jobs)} job(s), {len(cfg.teachers)} teacher(s), task {cfg.task}, "
           f"data {cfg.data.name}, optimizer {cfg.train.optimizer.name}, schedule {cfg.train.schedule.name})")
     if cfg.jobs:
+        from .engine.trainer import check_teachers
+        check_teachers(cfg)  # what `train` refuses before reading data (teacherless jobs, untrained teachers)
         with build_distiller(cfg, warn=lambda m: print(f"warning: {m}")) as distiller:
             print(distiller.summary(depth=1))
     else:

@@ -14,7 +14,7 @@ import json
 import random
 import time
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 import numpy as np
 import torch
@@ -47,6 +47,27 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+def check_teachers(cfg: RunConfig, given: Iterable[str] = ()) -> None:
+    """Before any data is read: jobs have a teacher (or say ``self``), and teachers have weights unless
+    ``allow_untrained_teacher``; ``given``: teachers handed over as modules."""
+    given = set(given)
+    if not cfg.jobs:
+        return
+    if not cfg.teachers and not given:  # the Distiller would refuse it, but only after the data is loaded
+        bare = [j.name or f"jobs[{i}]" for i, j in enumerate(cfg.jobs) if j.teachers is None]
+        if bare:
+            raise ConfigError(f"jobs {bare} have no teacher: the config has no teachers and the jobs name none. "
+                              f"Add teachers:, or write teachers: [self] in a job for self-distillation")
+    if cfg.allow_untrained_teacher:
+        return
+    untrained = [n for n, spec in cfg.teachers.items() if not spec.weights and n not in given]
+    if untrained:
+        raise ConfigError(f"teachers {untrained} have no weights: distilling from an untrained (randomly "
+                          f"initialised) teacher teaches noise. Give teachers.<name>.weights (a file written by "
+                          f"training the teacher, e.g. runs/<teacher>/best.pt), or set "
+                          f"allow_untrained_teacher: true for a smoke test")
 
 
 class Trainer:
@@ -123,25 +144,6 @@ class Trainer:
         return self.verbose and ctx.is_main
 
     # ------------------------------------------------------------------------------ training
-    def _check_teachers_trained(self) -> None:
-        """Before any data is read: jobs have a teacher (or say ``self``), and teachers have weights."""
-        cfg = self.cfg
-        if not cfg.jobs:
-            return
-        if not cfg.teachers and not self._teachers:  # before any data: the Distiller would refuse it later
-            bare = [j.name or f"jobs[{i}]" for i, j in enumerate(cfg.jobs) if j.teachers is None]
-            if bare:
-                raise ConfigError(f"jobs {bare} have no teacher: the config has no teachers and the jobs name none. "
-                                  f"Add teachers:, or write teachers: [self] in a job for self-distillation")
-        if cfg.allow_untrained_teacher:
-            return
-        untrained = [n for n, spec in cfg.teachers.items() if not spec.weights and n not in self._teachers]
-        if untrained:
-            raise ConfigError(f"teachers {untrained} have no weights: distilling from an untrained (randomly "
-                              f"initialised) teacher teaches noise. Give teachers.<name>.weights (a file written by "
-                              f"training the teacher, e.g. runs/<teacher>/best.pt), or set "
-                              f"allow_untrained_teacher: true for a smoke test")
-
     def fit(self, resume: str | Path | bool | None = None, overwrite: bool = False) -> dict[str, Any]:
         """Train (or continue training from a checkpoint) and return the run summary.
 
@@ -149,7 +151,7 @@ class Trainer:
         (delete the earlier run's files first); it is locked while the run trains (see ``rundir.py``).
         """
         cfg, tc = self.cfg, self.cfg.train
-        self._check_teachers_trained()
+        check_teachers(cfg, self._teachers)
         ctx = init_distributed(cfg.device)
         lock: RunLock | None = None
         try:
