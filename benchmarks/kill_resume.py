@@ -121,7 +121,8 @@ def phase(run: Path) -> str:
     return f"{len(done)} epoch ckpts" + (f", mid-write {tmp[0].split('.')[1]}" if tmp else "")
 
 
-def trial(cfg_path: Path, run: Path, ref_time: float, kills: int, rng: random.Random) -> tuple[list[str], list[str]]:
+def trial(cfg_path: Path, run: Path, ref_time: float, kills: int, rng: random.Random,
+          window: tuple[float, float] = (0.1, 0.9)) -> tuple[list[str], list[str]]:
     log = []
     first = True
     if run.exists():  # each trial starts from nothing
@@ -133,7 +134,7 @@ def trial(cfg_path: Path, run: Path, ref_time: float, kills: int, rng: random.Ra
             cmd = cli(cfg_path, "--resume")
         first = False
         p = subprocess.Popen(cmd, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        delay = rng.uniform(0.1, 0.9) * ref_time  # start-up included: kills land in every phase
+        delay = rng.uniform(*window) * ref_time  # a fraction of a full run, start-up included
         try:
             p.wait(timeout=delay)
             if p.returncode != 0:
@@ -157,6 +158,8 @@ def main() -> int:
     ap.add_argument("--trials", type=int, default=5)
     ap.add_argument("--kills", type=int, default=3, help="kills per trial before it may finish")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--window", type=float, nargs=2, default=(0.1, 0.9), metavar=("FROM", "TO"),
+                    help="kill times are uniform in [FROM, TO] × the reference run's time (default 0.1 0.9)")
     ap.add_argument("--data", default=None, help="Fashion-MNIST directory (default: the usual places)")
     ap.add_argument("--work", default=None, help="working directory (default: a temporary one)")
     a = ap.parse_args()
@@ -179,7 +182,7 @@ def main() -> int:
         cfg = config(a.data, work / "teacher" / "best.pt", run)
         cfg_path = work / f"trial{t}.yaml"
         cfg_path.write_text(yaml.safe_dump(cfg))
-        log, diffs = trial(cfg_path, run, ref_time, a.kills, rng)
+        log, diffs = trial(cfg_path, run, ref_time, a.kills, rng, tuple(a.window))
         failures += bool(diffs)
         print(f"trial {t}: {'; '.join(log)} -> {'IDENTICAL' if not diffs else 'DIFFERENT: ' + ', '.join(diffs[:8])}",
               flush=True)
