@@ -94,6 +94,6 @@ def build_distiller(cfg: str | Path | Mapping[str, Any] | DistillConfig, *, stud
     s = student if student is not None else build_model_from_spec(dc.student, "student")
     ts = build_teachers(dc, teachers, warn)
     try:
-        return Distiller(s, ts, dc.jobs)
+        return Distiller(s, ts, dc.jobs, teacher_exec=dc.teacher_exec)
     except (TypeError, KeyError) as e:  # a loss/connector built with arguments it does not take
         raise ConfigError(f"jobs: {e}") from e

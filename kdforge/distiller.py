@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from .capture import Tapper, TapSpec, resolve_module
 from .job import SELF, DistillJob, JobModule
+from .teacher_exec import ChannelsLast, TeacherExec, TeacherRunner, to_contiguous, to_plain
 
 Teachers = Mapping[str, nn.Module] | Sequence[nn.Module] | nn.Module | None
 
@@ -78,16 +79,22 @@ class Distiller(nn.Module):
     * ``step`` (a buffer, saved in ``state_dict``) counts training forwards; job warm-ups ramp on it.
     * Teacher outputs may be supplied precomputed: ``distiller(x, teacher_outputs={"t0": {"fc": t}})``
       skips that teacher's forward (a cache of teacher outputs builds on this).
+    * ``teacher_exec`` (:class:`~kdforge.teacher_exec.TeacherExec`, a dict of its fields, or
+      ``"plain"``) sets how teachers run: by default conv teachers run in channels_last memory format
+      and before the student; ``torch.compile`` and autocast are opt-in.
     """
 
     step: Tensor
 
     def __init__(self, student: nn.Module | Mapping[str, Any], teachers: Teachers = None,
-                 jobs: Sequence[DistillJob | Mapping[str, Any]] = ()) -> None:
+                 jobs: Sequence[DistillJob | Mapping[str, Any]] = (),
+                 teacher_exec: TeacherExec | Mapping[str, Any] | str | None = None) -> None:
         device = None
         if isinstance(student, Mapping):  # mslim's Distiller(config) with live modules (see kdforge.compat)
             student, teachers, jobs, device = _from_dict(student, teachers, jobs)
         super().__init__()
+        self.teacher_exec = teacher_exec if isinstance(teacher_exec, TeacherExec) else \
+            TeacherExec.model_validate(teacher_exec if teacher_exec is not None else {})
         self.student = student
         self._teachers = _as_dict(teachers)
         student_params = {id(p): n for n, p in student.named_parameters()}
@@ -137,17 +144,23 @@ class Distiller(nn.Module):
         self._student_tapper = Tapper(student, self._student_taps)
         self._teacher_tappers = {n: Tapper(self._teachers[n], taps) for n, taps in self._teacher_taps.items()
                                  if not isinstance(self._teachers[n], ExternalTeacher)}
+        self._runners = {n: TeacherRunner(n, self._teachers[n], self.teacher_exec) for n in self._teacher_tappers}
+        self._student_format = ChannelsLast("student", student, self.teacher_exec.student_channels_last)
         for job in self.jobs:
             setup = getattr(job.loss, "setup", None)
             if callable(setup):
                 setup(student=student, teachers=[student if n == SELF else self._teachers[n] for n in job.teacher_names],
                       student_taps=list(job.spec.student), teacher_taps=list(job.spec.teacher))
         self.register_buffer("step", torch.zeros((), dtype=torch.long))
+        self._step_seen: tuple[Tensor | None, int, int] = (None, -1, 0)  # (buffer, its version, int value) last seen
         #: each job's last value as added to the total: loss × weight × warm-up factor
         self.losses: dict[str, Tensor] = {}
         #: each job's last value before weight and warm-up (the loss module's own output)
         self.raw_losses: dict[str, Tensor] = {}
-        self._check_devices()
+        # one parameter per model, to check devices per call in O(1) (a parameter keeps its identity
+        # through .to() and lazy materialisation)
+        self._probes = {n: next(m.parameters(), None) for n, m in [("", student), *self._teachers.items()]}
+        self._check_devices(full=True)
         if device is not None:
             self.to(device)
 
@@ -201,26 +214,45 @@ class Distiller(nn.Module):
                 "distiller.student.compile() (and teacher.compile() for a teacher) — and keep calling the Distiller "
                 "itself: taps, connectors and losses work unchanged around compiled models")
         self._check_devices(inputs)
+        given = teacher_outputs or {}
+        if self.teacher_exec.teacher_first:
+            trecs, tlogits = self._run_teachers(inputs, given)
         with self._student_tapper.record() as srec:
-            out = self.student(*inputs)
-        trecs, tlogits = self._run_teachers(inputs, teacher_outputs or {})
-        step = int(self.step)
+            out = self._student_format.call(self.student, *inputs)
+        if not self.teacher_exec.teacher_first:
+            trecs, tlogits = self._run_teachers(inputs, given)
+        step = self._step_int()
         ctx = {**ctx, "step": step, "student_output": out}
-        total: Tensor = torch.zeros((), device=_device_of(out))
+        total: Tensor | None = None
         losses, raw_losses = {}, {}
+        if self._student_format.on:  # channels_last student: losses get its taps in the default format
+            srec = {t: to_contiguous(srec[t]) for t in self._student_taps}
         for job in self.jobs:
             s_feats = [srec[t] for t in job.spec.student]
             t_feats = [[srec[t].detach() if n == SELF else trecs[n][t] for t in job.spec.teacher]
                        for n in job.teacher_names]
             logits = [tlogits.get(n) for n in job.teacher_names] if job.spec.combine == "confidence" else None
             raw = job(s_feats, t_feats, ctx, logits)
-            val = raw * (job.spec.weight * job.spec.warmup_factor(step))  # the one place weight × warm-up applies
+            factor = job.spec.weight * job.spec.warmup_factor(step)  # the one place weight × warm-up applies
+            val = raw * factor if factor != 1.0 else raw  # x * 1.0 is x: skip the op, not the math
             losses[job.name], raw_losses[job.name] = val.detach(), raw.detach()
-            total = total + val
-        self.losses, self.raw_losses = losses, raw_losses
+            total = val if total is None else total + val
+        # plain attributes (skips nn.Module.__setattr__ on every step)
+        self.__dict__["losses"], self.__dict__["raw_losses"] = losses, raw_losses
         if self.training:
-            self.step += 1
-        return out, total
+            self.step.add_(1)
+            self.__dict__["_step_seen"] = (self.step, self.step._version, step + 1)
+        return out, total if total is not None else torch.zeros((), device=_device_of(out))
+
+    def _step_int(self) -> int:
+        """``int(self.step)`` without reading the buffer (a device sync on GPU) when it has not been
+        written since this Distiller last advanced it (its version counter tells: load_state_dict,
+        DDP buffer broadcasts and user writes all bump it)."""
+        buf, version, value = self._step_seen
+        if buf is not self.step or version != self.step._version:
+            value = int(self.step)
+            self._step_seen = (self.step, self.step._version, value)
+        return value
 
     def _run_teachers(self, inputs: tuple[Any, ...], given: Mapping[str, Mapping[str, Tensor]]
                       ) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -239,9 +271,13 @@ class Distiller(nn.Module):
             teacher, tapper = self._teachers[name], self._teacher_tappers[name]
             if teacher.training:  # someone called teacher.train() behind our back
                 teacher.eval()
+            runner = self._runners[name]
             with torch.no_grad(), tapper.record() as rec:
-                logits[name] = teacher(*inputs)
-            recs[name] = rec
+                logits[name] = runner(*inputs)
+            if runner.converts:  # channels_last / autocast: losses get contiguous float32 tensors
+                recs[name], logits[name] = {t: to_plain(rec[t]) for t in self._teacher_taps[name]}, to_plain(logits[name])
+            else:
+                recs[name] = rec
         return recs, logits
 
     def _check_external(self) -> None:
@@ -307,17 +343,23 @@ class Distiller(nn.Module):
         with contextlib.suppress(Exception):
             self.close()
 
-    def _check_devices(self, inputs: tuple[Any, ...] = ()) -> None:
-        s_dev = _param_device(self.student)
-        for name, t in self._teachers.items():
-            t_dev = _param_device(t)
-            if s_dev is not None and t_dev is not None and t_dev != s_dev:
-                raise DistillerError(f"teacher {name!r} is on {t_dev} but the student is on {s_dev}; "
-                                     f"call distiller.to(device) — it moves the teachers too")
-        x = next((a for a in inputs if isinstance(a, Tensor)), None)
-        if x is not None and s_dev is not None and x.device != s_dev:
-            raise DistillerError(f"inputs are on {x.device} but the models are on {s_dev}; move the batch "
-                                 f"with .to({str(s_dev)!r})")
+    def _check_devices(self, inputs: tuple[Any, ...] = (), full: bool = False) -> None:
+        probes = self._probes
+        s_probe = probes[""]
+        s_dev = s_probe.device if s_probe is not None else None
+        if full or any(p is not None and p.device != s_dev for p in probes.values()):
+            s_dev = _param_device(self.student)
+            for name, t in self._teachers.items():
+                t_dev = _param_device(t)
+                if s_dev is not None and t_dev is not None and t_dev != s_dev:
+                    raise DistillerError(f"teacher {name!r} is on {t_dev} but the student is on {s_dev}; "
+                                         f"call distiller.to(device) — it moves the teachers too")
+        for a in inputs:
+            if isinstance(a, Tensor):
+                if s_dev is not None and a.device != s_dev:
+                    raise DistillerError(f"inputs are on {a.device} but the models are on {s_dev}; move the "
+                                         f"batch with .to({str(s_dev)!r})")
+                break
 
 
 def _called_through_torch_compile(depth: int = 8) -> bool:

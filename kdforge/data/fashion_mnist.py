@@ -24,6 +24,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from .transforms import ReplayableTransform
+from .wrappers import WithIndex  # noqa: F401  (re-exported: it lived here before)
 
 DEFAULT_DIRS: tuple[str, ...] = ("$KDFORGE_DATA", "/usr/share/datasets/fashion-mnist", "./data/fashion-mnist")
 FILES = {
@@ -179,30 +180,6 @@ class FashionMNIST(Dataset):
         if self.transform is not None:
             x = self.transform(x)
         return list(zip(x.unbind(0), self.targets[idx].tolist()))
-
-
-class WithIndex(Dataset):
-    """Wrap a dataset of ``(x, y)`` to return ``(x, y, index)`` (CRD's memory bank needs the index)."""
-
-    def __init__(self, dataset: Dataset) -> None:
-        self.dataset = dataset
-
-    def __len__(self) -> int:
-        return len(self.dataset)  # type: ignore[arg-type]
-
-    def __getitem__(self, i: int) -> tuple[Any, Any, int]:
-        x, y = self.dataset[i]
-        return x, y, i
-
-    def __getitems__(self, indices: Sequence[int]) -> list[tuple[Any, Any, int]]:
-        fetch = getattr(self.dataset, "__getitems__", None)
-        items = fetch(list(indices)) if callable(fetch) else [self.dataset[i] for i in indices]
-        return [(x, y, i) for (x, y), i in zip(items, indices)]
-
-    def __getattr__(self, name: str) -> Any:  # targets, CLASSES, ... of the wrapped dataset
-        if name == "dataset":
-            raise AttributeError(name)
-        return getattr(self.dataset, name)
 
 
 # ------------------------------------------------------------------------------- augmentation

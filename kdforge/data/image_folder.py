@@ -175,13 +175,20 @@ class ImageFolder(Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, i: int) -> tuple[Tensor, int]:
+    def _item(self, i: int) -> tuple[Tensor, int]:
         path, y = self.samples[i]
         try:
             img = self._decode(path, self.channels)
         except Exception as e:
             raise ValueError(f"cannot read image {path}: {type(e).__name__}: {e}") from e
         return (self.transform(img) if self.transform is not None else img), y
+
+    def __getitem__(self, i: int) -> tuple[Tensor, int]:
+        return self._item(i)
+
+    def __getitems__(self, indices: Sequence[int]) -> list[tuple[Tensor, int]]:
+        """A batch of items (files are decoded one by one; wrappers above keep their batched path)."""
+        return [self._item(i) for i in indices]
 
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "IMG_EXTENSIONS", "ImageFolder", "ImageTransform", "find_classes",

@@ -7,7 +7,6 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy.optimize import linear_sum_assignment
 from torch import Tensor, nn
 
 from ..connectors.mgd import REDUCERS, ChannelReducer
@@ -33,6 +32,8 @@ def solve_matching(cost: np.ndarray | Tensor, groups: int) -> Tensor:
     linear assignment (here with ``scipy.optimize.linear_sum_assignment``). Returns a
     ``(groups, C_s)`` index tensor: ``out[g, i]`` is the g-th teacher channel of student channel i.
     """
+    from scipy.optimize import linear_sum_assignment  # imported here: 0.5 s of start-up `import kdforge` need not pay
+
     cost = cost.detach().cpu().double().numpy() if isinstance(cost, Tensor) else np.asarray(cost, dtype=float)
     c_s, c_t = cost.shape
     if groups * c_s > c_t:
