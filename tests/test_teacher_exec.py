@@ -198,11 +198,12 @@ def test_compile_gives_the_plain_paths_losses():
 
 
 def test_run_config_field_and_errors():
-    cfg = load_run_config({"model": "cnn", "teacher_exec": {"channels_last": False, "compile": True}})
+    data = {"name": "fashion_mnist"}
+    cfg = load_run_config({"model": "cnn", "data": data, "teacher_exec": {"channels_last": False, "compile": True}})
     assert cfg.teacher_exec.channels_last is False and cfg.teacher_exec.compile
-    assert load_run_config({"model": "cnn", "teacher_exec": "plain"}).teacher_exec == TeacherExec.plain()
+    assert load_run_config({"model": "cnn", "data": data, "teacher_exec": "plain"}).teacher_exec == TeacherExec.plain()
     with pytest.raises(Exception, match="teacher_exec.*autocast"):
-        load_run_config({"model": "cnn", "teacher_exec": {"autocast": "fp8"}})
+        load_run_config({"model": "cnn", "data": data, "teacher_exec": {"autocast": "fp8"}})
     with pytest.raises(ValidationError, match="channel_last"):
         TeacherExec.model_validate({"channel_last": False})
 
