@@ -24,6 +24,28 @@ class DistillerError(ValueError):
     """A Distiller set up or called in a way that cannot train correctly."""
 
 
+class ExternalTeacher(nn.Module):
+    """Stands in for a teacher whose tapped tensors always come through ``teacher_outputs=`` — e.g. from
+    a teacher-output cache (:mod:`kdforge.cache`) — so the real model is never built nor run.
+
+    ``taps``: the tap specs it can supply; ``source``: where they come from (for messages);
+    ``num_params``: the real teacher's parameter count (for reports). Jobs whose loss needs the
+    teacher *model* (class flag ``needs_teacher_model``, e.g. MGD's matching pass, OFD's margins
+    from the teacher's BatchNorm) cannot use it and are refused when the Distiller is built.
+    """
+
+    def __init__(self, taps: Sequence[str], source: str, num_params: int | None = None) -> None:
+        super().__init__()
+        self.taps, self.source, self.num_params = list(taps), source, num_params
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        raise DistillerError(f"this teacher is served from {self.source} and cannot run; pass its tensors with "
+                             f"teacher_outputs=")
+
+    def extra_repr(self) -> str:
+        return f"source={self.source!r}, taps={self.taps}"
+
+
 def _as_dict(teachers: Teachers) -> dict[str, nn.Module]:
     if teachers is None:
         return {}
@@ -32,6 +54,18 @@ def _as_dict(teachers: Teachers) -> dict[str, nn.Module]:
     if isinstance(teachers, Mapping):
         return dict(teachers)
     return {f"t{i}": t for i, t in enumerate(teachers)}
+
+
+def _from_dict(cfg: Mapping[str, Any], teachers: Teachers, jobs: Sequence[Any]) -> tuple[nn.Module, Teachers, Any, Any]:
+    from .compat import from_live_config, is_live_config
+
+    if teachers is not None or jobs:
+        raise DistillerError("Distiller(config_dict) takes the whole set-up in the dict; do not also pass teachers/jobs")
+    if not is_live_config(cfg):
+        raise DistillerError(f"Distiller's first argument is the student nn.Module (or an mslim-style dict holding "
+                             f"the models under 'student_model'/'teacher_model'); got a dict with keys "
+                             f"{sorted(map(str, cfg))}. For a config of model names use kdforge.build_distiller(cfg)")
+    return from_live_config(cfg)
 
 
 class Distiller(nn.Module):
@@ -51,9 +85,12 @@ class Distiller(nn.Module):
 
     step: Tensor
 
-    def __init__(self, student: nn.Module, teachers: Teachers = None,
+    def __init__(self, student: nn.Module | Mapping[str, Any], teachers: Teachers = None,
                  jobs: Sequence[DistillJob | Mapping[str, Any]] = (),
                  teacher_exec: TeacherExec | Mapping[str, Any] | str | None = None) -> None:
+        device = None
+        if isinstance(student, Mapping):  # mslim's Distiller(config) with live modules (see kdforge.compat)
+            student, teachers, jobs, device = _from_dict(student, teachers, jobs)
         super().__init__()
         self.teacher_exec = teacher_exec if isinstance(teacher_exec, TeacherExec) else \
             TeacherExec.model_validate(teacher_exec if teacher_exec is not None else {})
@@ -86,8 +123,10 @@ class Distiller(nn.Module):
                                     | {t for j in self.jobs if SELF in j.teacher_names for t in j.spec.teacher})
         self._teacher_taps = {n: sorted({t for j in self.jobs if n in j.teacher_names for t in j.spec.teacher})
                               for n in self._teachers if n in used}
+        self._check_external()
         self._student_tapper = Tapper(student, self._student_taps)
-        self._teacher_tappers = {n: Tapper(self._teachers[n], taps) for n, taps in self._teacher_taps.items()}
+        self._teacher_tappers = {n: Tapper(self._teachers[n], taps) for n, taps in self._teacher_taps.items()
+                                 if not isinstance(self._teachers[n], ExternalTeacher)}
         self._runners = {n: TeacherRunner(n, self._teachers[n], self.teacher_exec) for n in self._teacher_tappers}
         self._student_format = ChannelsLast("student", student, self.teacher_exec.student_channels_last)
         for job in self.jobs:
@@ -105,6 +144,12 @@ class Distiller(nn.Module):
         # through .to() and lazy materialisation)
         self._probes = {n: next(m.parameters(), None) for n, m in [("", student), *self._teachers.items()]}
         self._check_devices(full=True)
+        if device is not None:
+            self.to(device)
+
+    def get_learnable_params(self) -> list[nn.Parameter]:
+        """Alias of :meth:`learnable_parameters` (mslim's name)."""
+        return self.learnable_parameters()
 
     # ----------------------------------------------------------------- teachers
     @property
@@ -189,14 +234,17 @@ class Distiller(nn.Module):
                       ) -> tuple[dict[str, Any], dict[str, Any]]:
         recs: dict[str, Any] = {}
         logits: dict[str, Any] = {}
-        for name, tapper in self._teacher_tappers.items():
+        for name in self._teacher_taps:
+            if name not in given and isinstance(self._teachers[name], ExternalTeacher):
+                raise DistillerError(f"teacher {name!r} is served from {self._teachers[name].source}; this call "
+                                     f"has no teacher_outputs[{name!r}] (taps {self._teacher_taps[name]})")
             if name in given:
                 missing = [t for t in self._teacher_taps[name] if t not in given[name]]
                 if missing:
                     raise DistillerError(f"teacher_outputs[{name!r}] lacks taps {missing}; it has {list(given[name])}")
                 recs[name], logits[name] = given[name], given[name].get("", None)
                 continue
-            teacher = self._teachers[name]
+            teacher, tapper = self._teachers[name], self._teacher_tappers[name]
             if teacher.training:  # someone called teacher.train() behind our back
                 teacher.eval()
             runner = self._runners[name]
@@ -207,6 +255,22 @@ class Distiller(nn.Module):
             else:
                 recs[name] = rec
         return recs, logits
+
+    def _check_external(self) -> None:
+        """Jobs on an :class:`ExternalTeacher` may only use taps it holds and losses that need no model."""
+        for job in self.jobs:
+            for n in job.teacher_names:
+                t = self._teachers.get(n)
+                if not isinstance(t, ExternalTeacher):
+                    continue
+                if getattr(job.loss, "needs_teacher_model", False):
+                    raise DistillerError(f"job {job.name!r}: loss {type(job.loss).__name__} needs the teacher model "
+                                         f"itself, but teacher {n!r} is served from {t.source}; run this job with "
+                                         f"the live teacher (drop the teacher cache)")
+                missing = [tap for tap in job.spec.teacher if tap not in t.taps]
+                if missing:
+                    raise DistillerError(f"job {job.name!r} taps teacher {n!r} at {missing}, but {t.source} holds "
+                                         f"only {t.taps}")
 
     # ----------------------------------------------------------------- helpers
     def on_epoch_start(self, epoch: int, loader: Any) -> None:

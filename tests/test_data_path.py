@@ -15,11 +15,31 @@ from kdforge.engine.distributed import DistContext
 from kdforge.engine.trainer import Trainer
 from kdforge.registry import TASKS
 
-# per built-in dataset: the task that reads it and data.kwargs small enough for a test
+def _fmnist_root(tmp_path: Any, name: str) -> Any:
+    return fake_dataset(tmp_path / "fm", n_train=64, n_test=32)
+
+
+def _cifar_root(tmp_path: Any, name: str) -> Any:
+    from user_data_helpers import write_cifar
+
+    write_cifar(tmp_path / "cifar", name, n_train=40, n_test=20)
+    return tmp_path / "cifar"
+
+
+def _folder_root(tmp_path: Any, name: str) -> Any:
+    from user_data_helpers import write_image_folder
+
+    return write_image_folder(tmp_path / "images", per_class=12, val_per_class=6)
+
+
+# per built-in dataset: the task that reads it, data.kwargs small enough for a test, and its data root
 BUILTIN = {
-    "fashion_mnist": ("classification", {}),
-    "scenes_seg": ("segmentation", {"n_train": 24, "n_test": 12, "size": 48}),
-    "scenes_det": ("detection", {"n_train": 24, "n_test": 12, "size": 48}),
+    "fashion_mnist": ("classification", {}, _fmnist_root),
+    "scenes_seg": ("segmentation", {"n_train": 24, "n_test": 12, "size": 48}, _fmnist_root),
+    "scenes_det": ("detection", {"n_train": 24, "n_test": 12, "size": 48}, _fmnist_root),
+    "cifar10": ("classification", {}, _cifar_root),
+    "cifar100": ("classification", {}, _cifar_root),
+    "image_folder": ("classification", {"size": 16}, _folder_root),
 }
 VARIANTS = {
     "plain": {},
@@ -44,10 +64,10 @@ def _chain(ds: Any) -> list[Any]:
 @pytest.mark.parametrize("variant", list(VARIANTS))
 @pytest.mark.parametrize("name", list(BUILTIN))
 def test_trainer_loaders_never_fetch_per_item(name, variant, tmp_path, monkeypatch):
-    root = fake_dataset(tmp_path / "fm", n_train=64, n_test=32)
-    task_name, kwargs = BUILTIN[name]
+    task_name, kwargs, make_root = BUILTIN[name]
+    root = make_root(tmp_path, name)
     data = {"name": name, "root": str(root), "batch_size": 8, "kwargs": {**kwargs, "cache_dir": str(tmp_path)}
-            if name != "fashion_mnist" else {}, **VARIANTS[variant]}
+            if name.startswith("scenes") else kwargs, **VARIANTS[variant]}
     trainer = Trainer({"task": task_name, "model": {"name": "cnn"}, "data": data}, verbose=False)
     task = TASKS.build(task_name)
     loaders = trainer._data(DistContext(), task)[:2] + (trainer._first_batch_loader, trainer._refresh_loader)

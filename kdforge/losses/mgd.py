@@ -83,6 +83,7 @@ class MGDLoss(DistillLoss):
     """
 
     same_shape = False
+    needs_teacher_model = True  # the matching pass runs the teacher
 
     def __init__(self, reducer: str = "amp", student_bn: bool = True, update_freq: int = 2,
                  max_samples: int | None = 20000, auto_init: bool = True, teacher_bn: str | None = None) -> None:
