@@ -17,12 +17,16 @@ A teacher never trains, so its forward can take the fastest execution that gives
 ``compile: false``
     ``torch.compile`` the teachers (``compile_backend``; ``inductor`` needs a C++ compiler on CPU).
     Off by default: compiling costs tens of seconds up front and pays only on long runs.
-``student_channels_last: auto``
-    Conv students whose output is class logits get their weights in channels_last too (forward and
+``student_channels_last: false``
+    Opt-in (``auto`` or ``true``): conv students whose output is class logits get their weights in
+    channels_last too (forward and
     backward in NHWC; the state dict holds the same values; taps reach the losses contiguous).
     Students with dense outputs (segmentation, detection) stay in the default format, because the
     task's criterion and metrics read those outputs directly. Decided on the first call, which is
     rerun in the default format when needed (BN statistics it touched are restored first).
+    Off by default: with torch 2.13 on CPU, backward through a channels_last ResNet whose block
+    output feeds a 1×1-conv connector aborted with "double free or corruption" — reproduced in plain
+    PyTorch without kdforge (a oneDNN bug), so it is not safe to turn on for everyone yet.
 ``autocast: null``
     ``bf16``/``fp16``: run the teachers under ``torch.autocast`` and hand float32 taps to the losses.
     Off by default: the KD loss then differs from the float32 one (measured in the benchmark) and on
@@ -50,7 +54,7 @@ class TeacherExec(BaseModel):
     compile: bool = False
     compile_backend: str = Field(default="inductor", min_length=1)
     autocast: Literal["bf16", "fp16"] | None = None
-    student_channels_last: bool | Literal["auto"] = "auto"
+    student_channels_last: bool | Literal["auto"] = False
 
     @model_validator(mode="before")
     @classmethod

@@ -65,7 +65,7 @@ def assert_close(a, b, rtol=1e-4, atol=1e-6):
 def test_defaults_are_channels_last_and_teacher_first():
     cfg = TeacherExec()
     assert cfg.channels_last == "auto" and cfg.teacher_first and not cfg.compile and cfg.autocast is None
-    assert cfg.student_channels_last == "auto"
+    assert cfg.student_channels_last is False
     plain = TeacherExec.plain()
     assert plain.channels_last is False and not plain.teacher_first and plain.student_channels_last is False
 
@@ -74,7 +74,7 @@ def test_default_path_gives_the_plain_paths_losses():
     fast, d = train_losses(None)
     plain, d_plain = train_losses("plain")
     assert d._runners["t"].channels_last and not d_plain._runners["t"].channels_last
-    assert d._student_format.on and not d_plain._student_format.on
+    assert not d._student_format.on and not d_plain._student_format.on
     assert_close(fast, plain)
 
 
@@ -244,7 +244,7 @@ def test_student_with_dense_output_stays_in_the_default_format():
     s = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 3, 1))
     ref = copy.deepcopy(s)
     t = copy.deepcopy(s)
-    d = Distiller(s, t, [DistillJob(loss="fitnet", student="", teacher="")])  # auto defaults
+    d = Distiller(s, t, [DistillJob(loss="fitnet", student="", teacher="")], teacher_exec={"student_channels_last": "auto"})
     out, _ = d(X)
     ref(X)
     assert not d._student_format.on and out.is_contiguous()  # the task's criterion/metrics read it
