@@ -19,14 +19,13 @@ A teacher never trains, so its forward can take the fastest execution that gives
     Off by default: compiling costs tens of seconds up front and pays only on long runs.
 ``student_channels_last: false``
     Opt-in (``auto`` or ``true``): conv students whose output is class logits get their weights in
-    channels_last too (forward and
-    backward in NHWC; the state dict holds the same values; taps reach the losses contiguous).
-    Students with dense outputs (segmentation, detection) stay in the default format, because the
-    task's criterion and metrics read those outputs directly. Decided on the first call, which is
-    rerun in the default format when needed (BN statistics it touched are restored first).
-    Off by default: with torch 2.13 on CPU, backward through a channels_last ResNet whose block
-    output feeds a 1×1-conv connector aborted with "double free or corruption" — reproduced in plain
-    PyTorch without kdforge (a oneDNN bug), so it is not safe to turn on for everyone yet.
+    channels_last too (forward and backward in NHWC; the state dict holds the same values; taps
+    reach the losses contiguous). Students with dense outputs (segmentation, detection) stay in the
+    default format, because the task's criterion and metrics read those outputs directly. Decided
+    on the first call, which is rerun in the default format when needed (BN statistics it touched
+    are restored first). Off by default: with the CPU torch 2.13 wheel, backward through a
+    channels_last ResNet whose block output feeds a 1×1-conv connector aborted the process ("double
+    free or corruption", reproduced in plain PyTorch without kdforge), which no fallback can catch.
 ``autocast: null``
     ``bf16``/``fp16``: run the teachers under ``torch.autocast`` and hand float32 taps to the losses.
     Off by default: the KD loss then differs from the float32 one (measured in the benchmark) and on
