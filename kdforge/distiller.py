@@ -4,10 +4,23 @@
 >>> opt = torch.optim.SGD(distiller.learnable_parameters(), lr=0.05)
 >>> out, kd_loss = distiller(images, labels=labels)
 >>> (F.cross_entropy(out, labels) + kd_loss).backward()
+
+Model inputs and loss context. Positional arguments go to the student and every teacher. Keyword
+arguments are routed by name: those the student's ``forward`` declares (``input_ids``,
+``attention_mask``, ``pixel_values``, …; ``labels`` excepted, so a Hugging Face model does not compute
+its own loss) go to the models as keyword arguments, and *every* keyword argument reaches the losses as
+context (``labels``, ``index``, ``attention_mask``, …). A single dict batch (what Hugging Face
+collators produce) is spread into keyword arguments::
+
+    out, kd = distiller(input_ids=ids, attention_mask=mask, labels=labels)
+    out, kd = distiller({"input_ids": ids, "attention_mask": mask, "labels": labels})   # the same
+
+``Distiller(..., model_inputs=["input_ids", "attention_mask"])`` names the model inputs explicitly.
 """
 from __future__ import annotations
 
 import contextlib
+import inspect
 from typing import Any, Mapping, Sequence
 
 import torch
@@ -48,9 +61,13 @@ class Distiller(nn.Module):
     step: Tensor
 
     def __init__(self, student: nn.Module, teachers: Teachers = None,
-                 jobs: Sequence[DistillJob | Mapping[str, Any]] = ()) -> None:
+                 jobs: Sequence[DistillJob | Mapping[str, Any]] = (),
+                 model_inputs: Sequence[str] | None = None) -> None:
         super().__init__()
         self.student = student
+        #: keyword arguments passed to the models (all keyword arguments also reach the losses)
+        self.model_inputs: frozenset[str] = frozenset(model_inputs) if model_inputs is not None \
+            else frozenset(_keyword_params(student)) - CONTEXT_ONLY
         self._teachers = _as_dict(teachers)
         for name, t in self._teachers.items():
             if t is student:
@@ -122,16 +139,20 @@ class Distiller(nn.Module):
 
     # ----------------------------------------------------------------- forward
     def forward(self, *inputs: Any, teacher_outputs: Mapping[str, Mapping[str, Tensor]] | None = None,
-                **ctx: Any) -> tuple[Any, Tensor]:
+                **kwargs: Any) -> tuple[Any, Tensor]:
         """Run the student (and the teachers), return ``(student_output, weighted distillation loss)``.
 
-        ``ctx`` (``labels``, ``index``, ``epoch``, …) is passed to every loss, with ``step`` and
-        ``student_output`` added. In training mode the step counter advances by one.
+        ``inputs`` go to the models; keyword arguments the student's ``forward`` declares (see
+        :attr:`model_inputs`) go to the models too; every keyword argument (``labels``, ``index``,
+        ``epoch``, ``attention_mask``, …) is passed to every loss as context, with ``step`` and
+        ``student_output`` added. A single dict argument is spread into keyword arguments. In
+        training mode the step counter advances by one.
         """
-        self._check_devices(inputs)
+        inputs, model_kw, ctx = self.split_inputs(inputs, kwargs)
+        self._check_devices(inputs + tuple(model_kw.values()))
         with self._student_tapper.record() as srec:
-            out = self.student(*inputs)
-        trecs, tlogits = self._run_teachers(inputs, teacher_outputs or {})
+            out = self.student(*inputs, **model_kw)
+        trecs, tlogits = self._run_teachers(inputs, model_kw, teacher_outputs or {})
         step = int(self.step)
         ctx = {**ctx, "step": step, "student_output": out}
         total: Tensor = torch.zeros((), device=_device_of(out))
@@ -149,8 +170,26 @@ class Distiller(nn.Module):
             self.step += 1
         return out, total
 
-    def _run_teachers(self, inputs: tuple[Any, ...], given: Mapping[str, Mapping[str, Tensor]]
-                      ) -> tuple[dict[str, Any], dict[str, Any]]:
+    def split_inputs(self, inputs: tuple[Any, ...], kwargs: Mapping[str, Any]
+                     ) -> tuple[tuple[Any, ...], dict[str, Any], dict[str, Any]]:
+        """``(positional model inputs, keyword model inputs, loss context)`` for a call (see the module
+        docstring): a lone dict batch is spread; keywords in :attr:`model_inputs` go to the models; all
+        keywords are context."""
+        if len(inputs) == 1 and isinstance(inputs[0], Mapping):
+            clash = sorted(set(inputs[0]) & set(kwargs))
+            if clash:
+                raise DistillerError(f"{clash} given both in the dict batch and as keyword arguments; pass each once")
+            kwargs = {**inputs[0], **kwargs}
+            inputs = ()
+        model_kw = {k: v for k, v in kwargs.items() if k in self.model_inputs}
+        if not inputs and not model_kw:
+            raise DistillerError(f"no model inputs: pass them positionally (distiller(x, labels=y)), as a dict batch, or "
+                                 f"as keyword arguments the student's forward takes ({sorted(self.model_inputs)}); "
+                                 f"got only context {sorted(kwargs)}")
+        return tuple(inputs), model_kw, dict(kwargs)
+
+    def _run_teachers(self, inputs: tuple[Any, ...], model_kw: Mapping[str, Any],
+                      given: Mapping[str, Mapping[str, Tensor]]) -> tuple[dict[str, Any], dict[str, Any]]:
         recs: dict[str, Any] = {}
         logits: dict[str, Any] = {}
         for name, tapper in self._teacher_tappers.items():
@@ -163,8 +202,10 @@ class Distiller(nn.Module):
             teacher = self._teachers[name]
             if teacher.training:  # someone called teacher.train() behind our back
                 teacher.eval()
+            if model_kw:
+                _check_accepts(teacher, name, model_kw)
             with torch.no_grad(), tapper.record() as rec:
-                logits[name] = teacher(*inputs)
+                logits[name] = teacher(*inputs, **model_kw)
             recs[name] = rec
         return recs, logits
 
@@ -226,6 +267,34 @@ class Distiller(nn.Module):
         if x is not None and s_dev is not None and x.device != s_dev:
             raise DistillerError(f"inputs are on {x.device} but the models are on {s_dev}; move the batch "
                                  f"with .to({str(s_dev)!r})")
+
+
+#: keyword arguments never routed to the models automatically: a Hugging Face model given ``labels``
+#: computes its own loss (the trainer's task criterion does that once, for the student only)
+CONTEXT_ONLY = frozenset({"labels"})
+
+
+def _keyword_params(model: nn.Module) -> list[str]:
+    """Names ``model.forward`` takes by keyword (not ``*args``/``**kwargs``)."""
+    try:
+        params = inspect.signature(model.forward).parameters.values()
+    except (TypeError, ValueError):
+        return []
+    return [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+
+
+def _check_accepts(model: nn.Module, name: str, model_kw: Mapping[str, Any]) -> None:
+    try:
+        params = inspect.signature(model.forward).parameters.values()
+    except (TypeError, ValueError):
+        return
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return
+    missing = sorted(set(model_kw) - {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)})
+    if missing:
+        raise DistillerError(f"teacher {name!r} ({type(model).__name__}) does not take the model input(s) {missing} "
+                             f"that the student gets; give both models the same inputs, or name the inputs with "
+                             f"Distiller(..., model_inputs=[...])")
 
 
 def _param_device(m: nn.Module) -> torch.device | None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
 import torch
 from torch import Tensor, nn
@@ -31,6 +31,11 @@ def build_optimizer(cfg: OptimizerConfig, params: Iterable[nn.Parameter]) -> tor
         return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
                                nesterov=cfg.nesterov)
     return torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+
+
+def call_model(model: nn.Module, inputs: Any) -> Any:
+    """``model(**inputs)`` for a dict of keyword inputs (Hugging Face style), else ``model(inputs)``."""
+    return model(**inputs) if isinstance(inputs, Mapping) else model(inputs)
 
 
 def batch_len(inputs: Any, targets: Any) -> int:
@@ -76,7 +81,7 @@ def train_epoch(s: Step, loader: Iterable[Any], epoch: int, epochs: int, ctx: Di
             if s.distiller is not None:
                 out, kd = s.net(inputs, **s.task.loss_context(targets, batch), epoch=epoch)
             else:
-                out, kd = s.net(inputs), None
+                out, kd = call_model(s.net, inputs), None
             task_loss = s.task.criterion(out, targets)
             loss = s.ce_weight * task_loss + (kd if kd is not None else 0.0)
         s.optimizer.zero_grad(set_to_none=True)
@@ -134,7 +139,7 @@ def evaluate(model: nn.Module, loader: Iterable[Any], task: Task, device: torch.
         for batch in loader:
             inputs, targets = task.batch_to(batch, device)
             with autocast(amp, device):
-                out = model(inputs)
+                out = call_model(model, inputs)
             meter.update(out, targets)
     finally:
         model.train(was)
