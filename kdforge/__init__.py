@@ -3,6 +3,7 @@
 Distillation = taps on models + jobs that compare tapped tensors with a loss.
 """
 from . import losses, models  # noqa: F401  (registers the loss zoo and the model zoo)
+from . import token_connectors  # noqa: F401  (registers token_linear)
 from .build import build_distiller
 from .capture import TapError, Tapper, emit
 from .config import ConfigError, DistillConfig
