@@ -46,6 +46,26 @@ def fashion_mnist(cfg: DataConfig, seed: int) -> tuple[Dataset, Dataset]:
     return FashionMNIST(cfg.root, train=True, transform=transform), FashionMNIST(cfg.root, train=False)
 
 
+@DATASETS.register("text")
+def text(cfg: DataConfig, seed: int) -> tuple[Dataset, Dataset]:
+    """Byte-tokenized text windows for language modelling (:mod:`kdforge.data.text`), split by file.
+
+    ``data.root``: a directory of text files (default: the Python standard library's ``.py`` files);
+    ``data.val_fraction``: the share of files held out for validation (required: > 0);
+    ``data.kwargs``: ``seq_len`` (default 128), ``pattern`` (default ``"*.py"``), ``max_train_bytes`` and
+    ``max_val_bytes`` (default: all). The split does not depend on ``seed``.
+    """
+    from ..data.text import text_splits
+
+    if cfg.val_fraction <= 0:
+        raise ValueError("data.name=text splits files into train/validation: set data.val_fraction (e.g. 0.1)")
+    allowed = {"seq_len", "pattern", "max_train_bytes", "max_val_bytes"}
+    unknown = sorted(set(cfg.kwargs) - allowed)
+    if unknown:
+        raise ValueError(f"data.kwargs {unknown} are not options of the text dataset; it takes {sorted(allowed)}")
+    return text_splits(cfg.root, val_fraction=cfg.val_fraction, **cfg.kwargs)
+
+
 class IndexedDataset(Dataset):
     """Items ``(*item, index)``: the position in this dataset (what CRD's memory bank needs)."""
 

@@ -49,6 +49,11 @@ def _build(spec: ModelSpec, where: str) -> nn.Module:
         raise ConfigError(f"{where}: cannot import model {spec.name!r}: {e}") from e
 
 
+def _better(task: Any, value: float, best: float) -> bool:
+    """Whether ``value`` beats ``best`` for the task's main metric (``task.higher_is_better``, default True)."""
+    return value < best if getattr(task, "higher_is_better", True) is False else value > best
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -186,7 +191,7 @@ class Trainer:
                 metrics = evaluate(self.student, eval_loader, task, ctx.device, tc.amp, ctx)
                 row.update({f"eval_{k}": v for k, v in metrics.items()})
                 value = metrics.get(task.main_metric)
-                if value is not None and (best is None or value > best["value"]):
+                if value is not None and (best is None or _better(task, value, best["value"])):
                     best = {"metric": task.main_metric, "value": value, "epoch": epoch + 1}
                     if ctx.is_main and cfg.checkpoint.keep_best:
                         atomic_save(self._state(net, step, epoch + 1, best), run_dir / "best.pt")
