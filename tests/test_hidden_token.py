@@ -147,3 +147,20 @@ def test_hidden_state_job_across_widths_trains():
         first = first if first is not None else kd.item()
     assert kd.item() < first
     assert [type(c).__name__ for c in d.jobs[1].connectors] == ["TokenLinear", "TokenLinear"]
+
+
+def test_tokens_to_map_and_map_to_tokens():
+    t2m = CONNECTORS.build("tokens_to_map")
+    t2m.bind_once((2, 1 + 16, 24), (2, 32, 8, 8))                     # ViT-like student (cls + 4×4) → CNN map
+    y = t2m(torch.randn(2, 17, 24))
+    assert y.shape == (2, 32, 8, 8)
+    m2t = CONNECTORS.build("map_to_tokens")
+    m2t.bind_once((2, 16, 8, 8), (2, 1 + 16, 40))                     # CNN student → ViT tokens (cls + 4×4)
+    z = m2t(torch.randn(2, 16, 8, 8))
+    assert z.shape == (2, 17, 40)
+    x = torch.randn(2, 16, 8, 8)
+    torch.testing.assert_close(m2t(x)[:, 0], m2t.proj(x.mean((2, 3))))  # the class token ← pooled map
+    with pytest.raises(ValueError, match="do not form a square grid"):
+        CONNECTORS.build("tokens_to_map", num_prefix_tokens=0).bind_once((2, 17, 24), (2, 32, 8, 8))
+    with pytest.raises(ValueError, match="tokens \\(B, L, D\\) to a feature map"):
+        CONNECTORS.build("tokens_to_map").bind_once((2, 24), (2, 32, 8, 8))

@@ -129,6 +129,10 @@ def test_tiny_lm_distillation_with_the_trainer(tmp_path, corpus):
     assert s["jobs"] == ["kl", "hid"] and s["resumed_from"] and math.isfinite(s["final"]["bpb"])
     rows = (tmp_path / "student" / "metrics.csv").read_text().splitlines()
     assert "loss_kl" in rows[0] and "loss_hid" in rows[0] and len(rows) == 3
+    col = rows[0].split(",").index("eval_bpb")
+    bpbs = [float(r.split(",")[col]) for r in rows[1:]]
+    assert s["best"]["value"] == pytest.approx(min(bpbs), abs=1e-4)  # lower is better
+    assert s["best"]["epoch"] == 1 + bpbs.index(min(bpbs))
 
 
 def test_hf_encoder_classifier_distillation_python_api():
