@@ -267,7 +267,8 @@ class Trainer:
 
         assert self.student is not None
         try:
-            one = sample[:1] if isinstance(sample, torch.Tensor) else sample
+            one = sample[:1] if isinstance(sample, torch.Tensor) else \
+                {k: v[:1] for k, v in sample.items()} if isinstance(sample, Mapping) else sample
             macs: int | None = count_macs(self.student, one)
         except Exception:  # exotic inputs: report no MACs rather than fail a finished run
             macs = None
