@@ -1,29 +1,35 @@
 """kdforge — knowledge distillation for PyTorch.
 
 Distillation = taps on models + jobs that compare tapped tensors with a loss.
+
+``import kdforge`` fills every registry: LOSSES, CONNECTORS, MODELS, TASKS, DATASETS, OPTIMIZERS
+and SCHEDULES.
 """
-from . import losses, models  # noqa: F401  (registers the loss zoo and the model zoo)
-from . import token_connectors  # noqa: F401  (registers token_linear)
+from . import losses, models, tasks  # noqa: F401  (registers the loss zoo, the model zoo, the tasks)
+from . import token_connectors  # noqa: F401  (registers token_linear, tokens_to_map, map_to_tokens)
 from .build import build_distiller
 from .capture import TapError, Tapper, emit
 from .config import ConfigError, DistillConfig
-from .config import load as _load
 from .connectors import Connector, build_connector
 from .distiller import Distiller, DistillerError
 from .job import DistillJob
 from .losses import DistillLoss, ShapeMismatchError
-from .registry import CONNECTORS, LOSSES, MODELS, Registry, RegistryError
+from .registry import CONNECTORS, DATASETS, LOSSES, MODELS, OPTIMIZERS, SCHEDULES, TASKS, Registry, RegistryError
+from . import engine  # noqa: F401,E402  (registers datasets, optimisers and schedules)
 
 __version__ = "0.1.0"
 
 
 def load_config(cfg, overrides=None) -> DistillConfig:  # type: ignore[no-untyped-def]
-    """Validate a distillation config (YAML path or dict) into a :class:`DistillConfig`."""
-    return _load(DistillConfig, cfg, overrides)
+    """Validate a config (YAML path or dict): a :class:`~kdforge.config.run.RunConfig` when it has
+    training sections (``data``, ``train``, …), else a :class:`DistillConfig`."""
+    from .build import load_distill_config
+
+    return load_distill_config(cfg, overrides)
 
 
 __all__ = [
-    "CONNECTORS", "ConfigError", "Connector", "DistillConfig", "DistillJob", "DistillLoss", "Distiller",
-    "DistillerError", "LOSSES", "MODELS", "Registry", "RegistryError", "ShapeMismatchError", "TapError",
-    "Tapper", "build_connector", "build_distiller", "emit", "load_config",
+    "CONNECTORS", "ConfigError", "Connector", "DATASETS", "DistillConfig", "DistillJob", "DistillLoss", "Distiller",
+    "DistillerError", "LOSSES", "MODELS", "OPTIMIZERS", "Registry", "RegistryError", "SCHEDULES",
+    "ShapeMismatchError", "TASKS", "TapError", "Tapper", "build_connector", "build_distiller", "emit", "load_config",
 ]

@@ -1,4 +1,4 @@
-"""``kdforge`` command line: train | eval | compare | inspect | convert (sub-commands in COMMANDS).
+"""``kdforge`` command line: train | check | show | list | eval | compare | inspect | convert.
 
 Each sub-command is one :class:`Command`: a function adding its arguments and a function running it
 (returning the exit status). Adding one is a few lines::
@@ -80,17 +80,86 @@ def _train_args(p: argparse.ArgumentParser) -> None:
                    help="continue from a checkpoint (default: the run directory's last.pt)")
     p.add_argument("--out", metavar="DIR", help="run directory (sets output_dir; default runs/<name>)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.add_argument("--dry-run", action="store_true", help="validate the config and build the models, then stop "
+                   "(the same as `kdforge check`)")
 
 
 @command("train", "train a model, or distil a student from teachers (config with jobs)", _train_args)
 def train_cmd(args: argparse.Namespace) -> int:
     from .engine import train
 
+    if args.dry_run:
+        return check_cmd(args)
+
     summary = train(args.config, _common_overrides(args), resume=args.resume, verbose=not args.quiet)
     best = summary.get("best") or {}
     if best:
         print(f"{summary['name']}: best {best['metric']} = {best['value']:.2f} at epoch {best['epoch']}; "
               f"run directory {summary['run_dir']}")
+    return 0
+
+
+# ------------------------------------------------------------------------------------------- check
+@command("check", "validate a config and build its models (student, teachers, jobs) without training",
+         _add_config_args)
+def check_cmd(args: argparse.Namespace) -> int:
+    from .build import build_distiller, build_model_from_spec
+    from .config.run import load_run_config
+
+    cfg = load_run_config(args.config, _common_overrides(args))
+    print(f"{args.config}: config valid ({len(cfg.jobs)} job(s), {len(cfg.teachers)} teacher(s), task {cfg.task}, "
+          f"data {cfg.data.name}, optimizer {cfg.train.optimizer.name}, schedule {cfg.train.schedule.name})")
+    if cfg.jobs:
+        with build_distiller(cfg, warn=lambda m: print(f"warning: {m}")) as distiller:
+            print(distiller.summary(depth=1))
+    else:
+        model = build_model_from_spec(cfg.student, "student")
+        n = sum(p.numel() for p in model.parameters())
+        print(f"student: {cfg.student.name} ({type(model).__name__}, {n:,} params); no jobs: plain training")
+    print("models built; nothing trained")
+    return 0
+
+
+# -------------------------------------------------------------------------------------------- show
+def _show_args(p: argparse.ArgumentParser) -> None:
+    _add_config_args(p)
+    p.add_argument("--defaults", action="store_true", help="also print every field left at its default")
+
+
+@command("show", "print the fully merged (base: files, --set) and validated config as YAML", _show_args)
+def show_cmd(args: argparse.Namespace) -> int:
+    import yaml
+
+    from .config.run import load_run_config
+
+    cfg = load_run_config(args.config, _common_overrides(args))
+    data = cfg.model_dump(mode="json", exclude_unset=not args.defaults, exclude_none=not args.defaults)
+    print(yaml.safe_dump(data, sort_keys=False, default_flow_style=None, width=110), end="")
+    return 0
+
+
+# -------------------------------------------------------------------------------------------- list
+_KINDS = ("losses", "connectors", "models", "datasets", "tasks", "optimizers", "schedules")
+
+
+def _list_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("kind", nargs="?", choices=_KINDS, help="what to list (default: everything)")
+
+
+@command("list", "registered losses, connectors, models, datasets, tasks, optimizers and schedules", _list_args)
+def list_cmd(args: argparse.Namespace) -> int:
+    from .registry import ALL
+
+    for kind in [args.kind] if args.kind else _KINDS:
+        reg = ALL[kind]
+        print(f"{kind}:")
+        width = max(map(len, reg.names()), default=0)
+        for name in reg.names():
+            line = f"  {name:<{width}}  {reg.describe(name)}"
+            if kind in ("losses", "connectors", "schedules", "datasets"):
+                defaults = ", ".join(f"{k}={v!r}" for k, v in reg.defaults(name).items())
+                line += f"  ({defaults})" if defaults else ""
+            print(line)
     return 0
 
 

@@ -165,15 +165,4 @@ def _numel(shape: Shape) -> int:
 
 def build_connector(spec: str | dict[str, Any] | nn.Module | None) -> nn.Module:
     """A connector from a name, ``{"type": name, **kwargs}``, a ready module, or ``None`` (identity)."""
-    if spec is None:
-        return Identity()
-    if isinstance(spec, nn.Module):
-        return spec
-    if isinstance(spec, str):
-        return CONNECTORS.build(spec)
-    kwargs = dict(spec)
-    if "type" not in kwargs:
-        raise ValueError(f"connector spec {spec!r} needs a 'type' key; registered: {CONNECTORS.names()}")
-    name = kwargs.pop("type")
-    kwargs.update(kwargs.pop("kwargs", {}) or {})
-    return CONNECTORS.build(name, **kwargs)
+    return CONNECTORS.from_spec(spec, default="identity")

@@ -104,7 +104,10 @@ class Distiller(nn.Module):
                 setup(student=student, teachers=[student if n == SELF else self._teachers[n] for n in job.teacher_names],
                       student_taps=list(job.spec.student), teacher_taps=list(job.spec.teacher))
         self.register_buffer("step", torch.zeros((), dtype=torch.long))
+        #: each job's last value as added to the total: loss × weight × warm-up factor
         self.losses: dict[str, Tensor] = {}
+        #: each job's last value before weight and warm-up (the loss module's own output)
+        self.raw_losses: dict[str, Tensor] = {}
         self._check_devices()
 
     # ----------------------------------------------------------------- teachers
@@ -156,16 +159,17 @@ class Distiller(nn.Module):
         step = int(self.step)
         ctx = {**ctx, "step": step, "student_output": out}
         total: Tensor = torch.zeros((), device=_device_of(out))
-        losses = {}
+        losses, raw_losses = {}, {}
         for job in self.jobs:
             s_feats = [srec[t] for t in job.spec.student]
             t_feats = [[srec[t].detach() if n == SELF else trecs[n][t] for t in job.spec.teacher]
                        for n in job.teacher_names]
             logits = [tlogits.get(n) for n in job.teacher_names] if job.spec.combine == "confidence" else None
-            val = job(s_feats, t_feats, ctx, logits) * (job.spec.weight * job.spec.warmup_factor(step))
-            losses[job.name] = val.detach()
+            raw = job(s_feats, t_feats, ctx, logits)
+            val = raw * (job.spec.weight * job.spec.warmup_factor(step))  # the one place weight × warm-up applies
+            losses[job.name], raw_losses[job.name] = val.detach(), raw.detach()
             total = total + val
-        self.losses = losses
+        self.losses, self.raw_losses = losses, raw_losses
         if self.training:
             self.step += 1
         return out, total

@@ -10,18 +10,24 @@ from __future__ import annotations
 from typing import Any, Callable, Literal, Sequence
 
 import torch
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 from torch import Tensor, nn
 
 from .connectors import Connector, build_connector
 from .losses.base import check_same_shape
-from .registry import LOSSES
+from .registry import CONNECTORS, LOSSES
 
 LossSpec = str | dict[str, Any]
 ConnectorSpec = str | dict[str, Any] | None
 
 #: the pseudo-teacher whose taps are the student's own (detached) tensors: self-distillation
 SELF = "self"
+
+
+def check_names(info: ValidationInfo) -> bool:
+    """Whether validation checks registered names and their arguments (off only for a structural check,
+    e.g. of a translated config whose models and losses the user supplies later)."""
+    return bool((info.context or {}).get("check_names", True))
 
 
 def _listify(v: Any) -> Any:
@@ -55,11 +61,21 @@ class DistillJob(BaseModel):
 
     _split = field_validator("student", "teacher", "teachers", mode="before")(lambda v: _listify(v))
 
-    @field_validator("loss", mode="before")
+    @field_validator("loss")
     @classmethod
-    def _loss_spec(cls, v: Any) -> Any:
-        if isinstance(v, dict) and "type" not in v:
-            raise ValueError(f"a loss dict needs a 'type' key (registered: {', '.join(LOSSES.names())})")
+    def _known_loss(cls, v: Any, info: ValidationInfo) -> Any:
+        if check_names(info):
+            from . import losses  # noqa: F401  (the loss zoo registers on import)
+
+            LOSSES.check_spec(v)
+        return v
+
+    @field_validator("connector")
+    @classmethod
+    def _known_connector(cls, v: Any, info: ValidationInfo) -> Any:
+        if check_names(info):
+            for c in v if isinstance(v, list) else [v]:
+                CONNECTORS.check_spec(c, default="identity")
         return v
 
     @model_validator(mode="after")
@@ -80,14 +96,7 @@ class DistillJob(BaseModel):
 
 def build_loss(spec: LossSpec | nn.Module) -> nn.Module:
     """A loss module from a name, a ``{"type": ..., **kwargs}`` dict, or a ready module."""
-    if isinstance(spec, nn.Module):
-        return spec
-    if isinstance(spec, str):
-        return LOSSES.build(spec)
-    kwargs = dict(spec)
-    name = kwargs.pop("type")
-    kwargs.update(kwargs.pop("kwargs", None) or {})
-    return LOSSES.build(name, **kwargs)
+    return LOSSES.from_spec(spec)
 
 
 class JobModule(nn.Module):

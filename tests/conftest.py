@@ -9,6 +9,18 @@ torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True)
+def _restore_registries():
+    """Entries a test registers (throw-away losses, datasets, …) are gone after it."""
+    from kdforge.registry import ALL
+
+    saved = {kind: reg.items() for kind, reg in ALL.items()}
+    yield
+    for kind, reg in ALL.items():
+        reg._items.clear()
+        reg._items.update(saved[kind])
+
+
+@pytest.fixture(autouse=True)
 def _seed():
     random.seed(0)
     np.random.seed(0)

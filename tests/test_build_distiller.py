@@ -72,11 +72,11 @@ def test_config_errors_name_the_field(teacher_weights):
     a, b = teacher_weights
     cfg = seeds_style_cfg(a, b)
     cfg["mimic_jobs"][0]["loss_wieght"] = 1
-    with pytest.raises(ConfigError, match=r"jobs\.0\.loss_wieght: Extra inputs are not permitted"):
+    with pytest.raises(ConfigError, match=r"jobs\[0\]\.loss_wieght: Extra inputs are not permitted"):
         build_distiller(cfg)
     cfg = seeds_style_cfg(a, b)
     cfg["mimic_jobs"][0]["combine"] = "median"
-    with pytest.raises(ConfigError, match=r"jobs\.0\.combine: Input should be 'mean' or 'confidence'"):
+    with pytest.raises(ConfigError, match=r"jobs\[0\]\.combine: Input should be 'mean' or 'confidence'"):
         build_distiller(cfg)
     with pytest.raises(ConfigError, match="does not exist"):
         build_distiller(tmp := a.parent / "missing.yaml")  # noqa: F841

@@ -94,7 +94,7 @@ def test_connector_errors():
         build_connector("conv1x1").bind_once((2, 4), (2, 6))
     with pytest.raises(ValueError, match="needs a 'type' key"):
         build_connector({"resize": True})
-    with pytest.raises(TypeError, match="cannot build connector 'conv1x1' with"):
+    with pytest.raises(TypeError, match="connector conv1x1 has no argument 'chanels'; did you mean 'out_channels'"):
         build_connector({"type": "conv1x1", "chanels": 3})
 
 

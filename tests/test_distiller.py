@@ -238,9 +238,12 @@ def test_error_shape_mismatch_names_shapes_and_connector():
 
 def test_error_unknown_loss_and_connector_list_registry():
     s, t = pair()
-    with pytest.raises(RegistryError, match=r"unknown loss 'fitnett'\. Did you mean 'fitnet'.*Registered losses: .*kd"):
-        Distiller(s, t, [DistillJob(loss="fitnett", student="fc", teacher="fc")])
-    with pytest.raises(RegistryError, match=r"unknown connector 'conv1x1bn'.*'conv1x1_bn'"):
+    # the job spec itself is checked against the registries, before any Distiller is built
+    with pytest.raises(ValueError, match=r"unknown loss 'fitnett'\. Did you mean 'fitnet'.*Registered losses: .*kd"):
+        DistillJob(loss="fitnett", student="fc", teacher="fc")
+    with pytest.raises(RegistryError, match=r"unknown loss 'fitnett'"):
+        Distiller(s, t, [DistillJob.model_construct(loss="fitnett", student=["fc"], teacher=["fc"])])
+    with pytest.raises(ValueError, match=r"unknown connector 'conv1x1bn'.*'conv1x1_bn'"):
         Distiller(s, t, [DistillJob(loss="fitnet", student="fc", teacher="fc", connector="conv1x1bn")])
 
 

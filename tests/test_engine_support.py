@@ -57,10 +57,8 @@ class Blobs(Dataset):
 
 
 @DATASETS.register("synthetic_blobs", override=True)
-def synthetic_blobs(cfg: Any, seed: int) -> tuple[Dataset, Dataset]:
-    kw = cfg.kwargs
-    return (Blobs(kw.get("n_train", 128), seed=1, jitter=0.3 if cfg.augment else 0.0),
-            Blobs(kw.get("n_test", 64), seed=2))
+def synthetic_blobs(cfg: Any, seed: int, n_train: int = 128, n_test: int = 64) -> tuple[Dataset, Dataset]:
+    return Blobs(n_train, seed=1, jitter=0.3 if cfg.augment else 0.0), Blobs(n_test, seed=2)
 
 
 def run_config(out: str, epochs: int = 2, jobs: bool = True, bn: bool = False, teacher_weights: str | None = None,
@@ -70,7 +68,8 @@ def run_config(out: str, epochs: int = 2, jobs: bool = True, bn: bool = False, t
         "name": "tiny", "seed": 0, "output_dir": out, "device": "cpu",
         "model": {"name": "tiny_net", "kwargs": {"bn": bn}},
         "data": {"name": "synthetic_blobs", "batch_size": 16, "augment": True},
-        "train": {"epochs": epochs, "log_every": 4, "optimizer": {"name": "sgd", "lr": 0.1},
+        "train": {"epochs": epochs, "log_every": 4, "optimizer": {"name": "sgd", "lr": 0.1, "momentum": 0.9,
+                                                                 "weight_decay": 5e-4},
                   "schedule": {"name": "cosine", "warmup_epochs": 0.5}, **train},
         "checkpoint": {"every": 1},
     }

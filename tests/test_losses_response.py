@@ -64,16 +64,22 @@ def test_dkd_two_classes_is_kd() -> None:
     assert LOSSES.build("dkd")(s, t, labels=y).item() == pytest.approx(LOSSES.build("kd")(s, t).item(), rel=1e-9)
 
 
-def test_dkd_warmup_ramps_with_step() -> None:
-    s, t = _logits()
-    y = torch.tensor([0, 1, 2, 3])
-    full = LOSSES.build("dkd")(s, t, labels=y)
-    warm = LOSSES.build("dkd", warmup_steps=10)
-    assert warm(s, t, labels=y, step=0).item() == 0.0
-    assert warm(s, t, labels=y, step=5).item() == pytest.approx(0.5 * full.item())
-    assert warm(s, t, labels=y, step=50).item() == pytest.approx(full.item())
-    with pytest.raises(ValueError, match="step"):
-        warm(s, t, labels=y)
+def test_dkd_warmup_is_the_jobs() -> None:
+    """DKD's official 20-epoch ramp is the job's warm-up (one warm-up mechanism), not a loss argument."""
+    from kdforge import Distiller, DistillJob
+
+    with pytest.raises(TypeError, match="dkd has no argument 'warmup_steps'"):
+        LOSSES.build("dkd", warmup_steps=10)
+    s, t = torch.nn.Linear(4, 5), torch.nn.Linear(4, 5)
+    x, y = torch.randn(6, 4), torch.tensor([0, 1, 2, 3, 4, 0])
+    d = Distiller(s, t, [DistillJob(loss="dkd", student="", teacher="", weight=2.0, warmup_iters=10, name="dkd")])
+    full = LOSSES.build("dkd")(s(x), t(x), labels=y)
+    for step, factor in ((0, 0.0), (5, 0.5), (10, 1.0), (50, 1.0)):
+        d.step.fill_(step)
+        _, total = d(x, labels=y)
+        assert d.raw_losses["dkd"].item() == pytest.approx(full.item(), rel=1e-6)
+        assert d.losses["dkd"].item() == pytest.approx(2.0 * factor * full.item(), rel=1e-6)
+        assert total.item() == pytest.approx(d.losses["dkd"].item(), rel=1e-6)
 
 
 def test_dkd_needs_labels() -> None:

@@ -140,7 +140,7 @@ def test_build_model_errors():
         build_model("torch.nn:nope")
     with pytest.raises(TypeError, match="not a torch.nn.Module"):
         build_model("builtins:dict")
-    with pytest.raises(TypeError, match="cannot build model"):
+    with pytest.raises(TypeError, match="model resnet8 has no argument 'depth'; accepted: num_classes, in_channels"):
         build_model("resnet8", depth=3)
 
 

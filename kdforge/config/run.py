@@ -1,17 +1,21 @@
 """Pydantic schema of a training run: the model, teachers and jobs, data, optimisation, checkpoints.
 
-One YAML file drives ``kdforge train``::
+One YAML file drives ``kdforge train`` and :func:`kdforge.build_distiller` (which reads only the
+student, teachers and jobs)::
 
     name: fmnist_kd
-    model: {name: resnet8, kwargs: {num_classes: 10, in_channels: 1}}
+    base: [../_base/fmnist_data.yaml]        # optional: files this one extends (see loading.py)
+    student: {name: resnet8, kwargs: {num_classes: 10, in_channels: 1}}     # alias: model
     teachers:
-      t0: {name: resnet32x4, kwargs: {num_classes: 10, in_channels: 1}, weights: runs/fmnist_teacher/model_best.pt}
+      t0: {name: resnet32x4, kwargs: {num_classes: 10, in_channels: 1}, weights: runs/fmnist_teacher/best.pt}
     jobs:
-      - {name: kd, loss: {type: kd, temperature: 4}, student: "", teacher: "", weight: 0.9}
+      - {name: kd, loss: {type: kd, T: 4}, student: "", teacher: "", weight: 0.9}
     data: {name: fashion_mnist, batch_size: 128}
-    train: {epochs: 10, ce_weight: 0.1, optimizer: {name: sgd, lr: 0.05}, schedule: {name: cosine}}
+    train: {epochs: 10, ce_weight: 0.1, optimizer: {name: sgd, lr: 0.05, momentum: 0.9}, schedule: cosine}
 
-No ``jobs`` means plain training of ``model`` (a teacher, or a baseline student).
+No ``jobs`` means plain training of the student (a teacher, or a baseline student). Every name
+(model, loss, connector, dataset, task, optimizer, schedule) and its keyword arguments are checked
+against the registered builders when the config is validated, before any data is read.
 
 Loss weighting. The training loss is ``train.ce_weight * task_loss + Σ job.weight * job_loss``.
 Hinton-style ``alpha`` recipes (``(1 - alpha) * CE + alpha * KD``) translate to
@@ -23,19 +27,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AliasChoices, Field, model_serializer, model_validator
 
-from ..job import DistillJob
 from .loading import load
-from .schema import ModelSpec
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+from .schema import DistillConfig, _Strict
 
 
 class DataConfig(_Strict):
-    """Which dataset (a name in ``kdforge.engine.DATASETS``) and how to load it.
+    """Which dataset (a name in :data:`kdforge.DATASETS` or ``"package.module:callable"``) and how
+    to load it; ``kwargs`` are the dataset builder's keyword arguments.
 
     ``batch_size`` is the *global* batch: under ``torchrun`` each of the N processes loads
     ``batch_size / N`` samples, so a recipe trains the same way on any number of processes.
@@ -53,38 +53,66 @@ class DataConfig(_Strict):
     with_index: bool = False
     kwargs: dict[str, Any] = Field(default_factory=dict)
 
+    @model_validator(mode="after")
+    def _known(self) -> "DataConfig":
+        from .. import engine  # noqa: F401  (registers the built-in dataset builders)
+        from ..registry import DATASETS
 
-class OptimizerConfig(_Strict):
-    name: Literal["sgd", "adamw"] = "sgd"
-    lr: float = Field(default=0.05, gt=0)
-    momentum: float = Field(default=0.9, ge=0)
-    weight_decay: float = Field(default=5e-4, ge=0)
-    nesterov: bool = False
-    betas: tuple[float, float] = (0.9, 0.999)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _shorthand(cls, v: Any) -> Any:
-        return {"name": v} if isinstance(v, str) else v
+        DATASETS.check_args(self.name, self.kwargs)
+        return self
 
 
-class ScheduleConfig(_Strict):
-    """Per-iteration LR schedule: ``step`` (× ``gamma`` at each epoch in ``milestones``), ``cosine``
-    (to ``min_lr``), ``onecycle`` (linear rise over ``pct_start`` of training from lr/``div_factor``,
-    then cosine to ``min_lr``) or ``none``; ``warmup_epochs`` of linear warm-up before step/cosine/none."""
+class _NamedCall(_Strict):
+    """``{name: X, **keyword arguments of X}`` — flat in YAML, ``name`` + ``kwargs`` here."""
 
-    name: Literal["step", "cosine", "onecycle", "none"] = "cosine"
-    warmup_epochs: float = Field(default=0.0, ge=0)
-    milestones: list[int] = Field(default_factory=list)
-    gamma: float = Field(default=0.1, gt=0)
-    min_lr: float = Field(default=0.0, ge=0)
-    pct_start: float = Field(default=0.3, gt=0, lt=1)
-    div_factor: float = Field(default=25.0, ge=1)
+    name: str
+    kwargs: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="before")
     @classmethod
-    def _shorthand(cls, v: Any) -> Any:
-        return {"name": v} if isinstance(v, str) else v
+    def _flat(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            return {"name": v}
+        if isinstance(v, dict):
+            kwargs = {k: x for k, x in v.items() if k not in ("name", "kwargs")}
+            return {"name": v.get("name"), "kwargs": {**kwargs, **(v.get("kwargs") or {})}} if "name" in v \
+                else {"kwargs": {**kwargs, **(v.get("kwargs") or {})}}
+        return v
+
+    @model_serializer
+    def _dump(self) -> dict[str, Any]:
+        return {"name": self.name, **self.kwargs}
+
+
+class OptimizerConfig(_NamedCall):
+    """Any ``torch.optim`` optimiser by lower-case name (``sgd``, ``adamw``, ``adam``, …) or
+    ``"package.module:callable"``, with its keyword arguments; missing ones take *that optimiser's*
+    defaults (see :mod:`kdforge.engine.optim`). Without a ``train.optimizer`` section a run uses
+    SGD with lr 0.05, momentum 0.9, weight decay 5e-4 (the CIFAR distillation recipe)."""
+
+    @model_validator(mode="after")
+    def _known(self) -> "OptimizerConfig":
+        from ..engine.optim import check_optimizer
+
+        check_optimizer(self.name, self.kwargs)
+        return self
+
+
+class ScheduleConfig(_NamedCall):
+    """Per-iteration LR schedule by name (see :mod:`kdforge.engine.schedule`): ``cosine`` (``min_lr``,
+    ``warmup_epochs``), ``step`` (``milestones``, ``gamma``, ``warmup_epochs``), ``onecycle``
+    (``pct_start``, ``div_factor``, ``min_lr``), ``none`` (``warmup_epochs``), or your own registered in
+    :data:`kdforge.SCHEDULES`. Without a ``train.schedule`` section: ``cosine``."""
+
+    @model_validator(mode="after")
+    def _known(self) -> "ScheduleConfig":
+        from ..engine.schedule import check_schedule
+
+        check_schedule(self.name, self.kwargs)
+        return self
+
+
+DEFAULT_OPTIMIZER = {"name": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4}
 
 
 class AmpConfig(_Strict):
@@ -105,8 +133,8 @@ class AmpConfig(_Strict):
 
 class TrainConfig(_Strict):
     epochs: int = Field(default=10, ge=1)
-    optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
-    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    optimizer: OptimizerConfig = Field(default_factory=lambda: OptimizerConfig.model_validate(DEFAULT_OPTIMIZER))
+    schedule: ScheduleConfig = Field(default_factory=lambda: ScheduleConfig(name="cosine"))
     ce_weight: float = Field(default=1.0, ge=0, validation_alias=AliasChoices("ce_weight", "task_weight"))
     amp: AmpConfig = Field(default_factory=AmpConfig)
     grad_clip: float | None = Field(default=None, gt=0)
@@ -122,21 +150,30 @@ class CheckpointConfig(_Strict):
     keep_last: bool = True
 
 
-class RunConfig(_Strict):
-    """A complete training run; see the module docstring for an example."""
+class RunConfig(DistillConfig):
+    """A complete training run: the distillation set-up (``student``/``model``, ``teachers``, ``jobs``)
+    plus task, data, training and checkpoint sections; see the module docstring for an example."""
 
     name: str = "run"
     task: str = "classification"
     task_kwargs: dict[str, Any] = Field(default_factory=dict)
     seed: int = 0
     output_dir: str | None = Field(default=None, validation_alias=AliasChoices("output_dir", "out", "output"))
-    model: ModelSpec = Field(validation_alias=AliasChoices("model", "student"))
-    teachers: dict[str, ModelSpec] = Field(default_factory=dict)
-    jobs: list[DistillJob] = Field(default_factory=list, validation_alias=AliasChoices("jobs", "mimic_jobs"))
     data: DataConfig = Field(default_factory=DataConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
     device: Literal["auto", "cpu", "cuda"] = "auto"
+
+    @model_validator(mode="after")
+    def _known_task(self) -> "RunConfig":
+        from .. import tasks  # noqa: F401  (registers the built-in tasks)
+        from ..registry import TASKS
+
+        try:
+            TASKS.check_args(self.task, self.task_kwargs)
+        except ValueError as e:
+            raise ValueError(f"task: {e}") from None
+        return self
 
     @property
     def run_dir(self) -> Path:
@@ -151,6 +188,8 @@ class RunConfig(_Strict):
             return self.model_dump(mode="json", exclude={"jobs"}) | {"jobs": [repr(j) for j in self.jobs]}
 
 
-def load_run_config(cfg: str | Path | dict[str, Any] | RunConfig, overrides: list[str] | None = None) -> RunConfig:
-    """Validate a YAML path / dict as a :class:`RunConfig` after ``key.path=value`` overrides."""
-    return load(RunConfig, cfg, overrides)
+def load_run_config(cfg: str | Path | dict[str, Any] | RunConfig, overrides: list[str] | None = None,
+                    given_models: list[str] | None = None) -> RunConfig:
+    """Validate a YAML path / dict as a :class:`RunConfig` after ``key.path=value`` overrides;
+    ``given_models`` (``"student"``, teacher names) are passed as modules, so their specs are not checked."""
+    return load(RunConfig, cfg, overrides, {"given_models": given_models or []})

@@ -75,7 +75,7 @@ def translate(data: Mapping[str, Any], source: str | None = None) -> dict[str, A
         raise TranslationError(f"this config does not have the {name} shape; expected {_SHAPES[SOURCES.index(name)]}")
     cfg = module.translate(data)
     try:
-        load(DistillConfig, cfg)
+        load(DistillConfig, cfg, context={"check_names": False})  # structure only: models/losses may be the user's
     except ConfigError as e:  # a translator bug or a source value of the wrong type
         raise TranslationError(f"the {name} config translated to an invalid kdforge config: {e}") from None
     return cfg

@@ -1,14 +1,16 @@
 """Datasets by name for the trainer, and the samplers/loaders it uses.
 
-A dataset builder is registered in :data:`DATASETS` and called as ``builder(cfg, seed)`` with the
-run's :class:`~kdforge.config.run.DataConfig`; it returns ``(train_dataset, eval_dataset)`` where the
-eval set is the validation split when ``cfg.val_fraction > 0`` and the test split otherwise::
+A dataset builder is registered in :data:`kdforge.DATASETS` and called as
+``builder(cfg, seed, **cfg.kwargs)`` with the run's :class:`~kdforge.config.run.DataConfig`; its
+keyword parameters are the ``data.kwargs`` a config may set (checked when the config is validated).
+It returns ``(train_dataset, eval_dataset)`` where the eval set is the validation split when
+``cfg.val_fraction > 0`` and the test split otherwise::
 
-    from kdforge.engine import DATASETS
+    from kdforge import DATASETS
 
     @DATASETS.register("my_scenes")
-    def my_scenes(cfg, seed):
-        return MyScenes(cfg.root, train=True, **cfg.kwargs), MyScenes(cfg.root, train=False, **cfg.kwargs)
+    def my_scenes(cfg, seed, size: int = 64):
+        return MyScenes(cfg.root, train=True, size=size), MyScenes(cfg.root, train=False, size=size)
 
 The trainer applies ``train_subset``/``test_subset`` (first N items) and ``with_index`` (items become
 ``(*item, index)``) itself. Loaders use the dataset's ``collate_fn`` attribute if it has one, else the
@@ -24,18 +26,18 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 
 from ..config.run import DataConfig
-from ..registry import Registry
-
-DATASETS = Registry("dataset")
+from ..data.fashion_mnist import MEAN, STD
+from ..registry import DATASETS
 
 
 @DATASETS.register("fashion_mnist")
-def fashion_mnist(cfg: DataConfig, seed: int) -> tuple[Dataset, Dataset]:
+def fashion_mnist(cfg: DataConfig, seed: int, padding: int = 2, flip_p: float = 0.5,
+                  fill: float = -MEAN / STD) -> tuple[Dataset, Dataset]:
     """Fashion-MNIST: (1, 28, 28) normalised images, 10 classes; ``augment`` adds random crop + flip
-    (``data.kwargs`` go to :class:`~kdforge.data.RandomCropFlip`, e.g. ``{padding: 2, flip_p: 0.5}``)."""
+    (``data.kwargs`` go to :class:`~kdforge.data.RandomCropFlip`: ``padding``, ``flip_p``, ``fill``)."""
     from ..data import FashionMNIST, RandomCropFlip, train_val_split
 
-    transform = RandomCropFlip(**cfg.kwargs) if cfg.augment else None
+    transform = RandomCropFlip(padding=padding, flip_p=flip_p, fill=fill) if cfg.augment else None
     if cfg.val_fraction > 0:
         full = FashionMNIST(cfg.root, train=True)
         tr, va = (torch.as_tensor(i, dtype=torch.long) for i in train_val_split(len(full), cfg.val_fraction, seed))
@@ -47,23 +49,21 @@ def fashion_mnist(cfg: DataConfig, seed: int) -> tuple[Dataset, Dataset]:
 
 
 @DATASETS.register("text")
-def text(cfg: DataConfig, seed: int) -> tuple[Dataset, Dataset]:
+def text(cfg: DataConfig, seed: int, seq_len: int = 128, pattern: str = "*.py", max_train_bytes: int | None = None,
+         max_val_bytes: int | None = None) -> tuple[Dataset, Dataset]:
     """Byte-tokenized text windows for language modelling (:mod:`kdforge.data.text`), split by file.
 
     ``data.root``: a directory of text files (default: the Python standard library's ``.py`` files);
     ``data.val_fraction``: the share of files held out for validation (required: > 0);
-    ``data.kwargs``: ``seq_len`` (default 128), ``pattern`` (default ``"*.py"``), ``max_train_bytes`` and
+    ``data.kwargs``: ``seq_len`` (tokens per window), ``pattern`` (file glob), ``max_train_bytes`` and
     ``max_val_bytes`` (default: all). The split does not depend on ``seed``.
     """
     from ..data.text import text_splits
 
     if cfg.val_fraction <= 0:
         raise ValueError("data.name=text splits files into train/validation: set data.val_fraction (e.g. 0.1)")
-    allowed = {"seq_len", "pattern", "max_train_bytes", "max_val_bytes"}
-    unknown = sorted(set(cfg.kwargs) - allowed)
-    if unknown:
-        raise ValueError(f"data.kwargs {unknown} are not options of the text dataset; it takes {sorted(allowed)}")
-    return text_splits(cfg.root, val_fraction=cfg.val_fraction, **cfg.kwargs)
+    return text_splits(cfg.root, pattern=pattern, seq_len=seq_len, val_fraction=cfg.val_fraction,
+                       max_train_bytes=max_train_bytes, max_val_bytes=max_val_bytes)
 
 
 class IndexedDataset(Dataset):
@@ -82,7 +82,7 @@ class IndexedDataset(Dataset):
 
 def build_datasets(cfg: DataConfig, seed: int) -> tuple[Dataset, Dataset, Any]:
     """``(train, eval, collate_fn)`` for a data config: registry lookup, subsets, index wrapping."""
-    train, evals = DATASETS.get(cfg.name)(cfg, seed)
+    train, evals = DATASETS.build(cfg.name, cfg, seed, **cfg.kwargs)
     collate = getattr(train, "collate_fn", None)
     if cfg.train_subset is not None and cfg.train_subset < len(train):
         train = Subset(train, range(cfg.train_subset))

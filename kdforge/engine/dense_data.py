@@ -26,10 +26,8 @@ from torch.utils.data import Dataset, Subset
 
 from ..config import ConfigError
 from ..config.run import DataConfig
-from .data import DATASETS
+from ..registry import DATASETS
 
-_SIZE_KEYS = ("n_train", "n_test", "size")
-_DEFAULTS = {"n_train": 2000, "n_test": 500, "size": 64}
 
 
 class HFlip(Dataset):
@@ -55,55 +53,53 @@ class HFlip(Dataset):
         return image, {**target, "boxes": boxes}
 
 
-def _sizes(cfg: DataConfig) -> tuple[dict[str, int], dict[str, Any]]:
-    kw = dict(cfg.kwargs)
-    sizes = {k: kw.pop(k, v) for k, v in _DEFAULTS.items()}
-    for k in _SIZE_KEYS:
-        if not isinstance(sizes[k], int) or sizes[k] < 1:
-            raise ConfigError(f"data.kwargs.{k}: must be a positive integer, got {sizes[k]!r}")
-    if sizes["size"] % 16:
-        raise ConfigError(f"data.kwargs.size: the seg/det models need a multiple of 16, got {sizes['size']}")
-    if "scale" in kw:
-        kw["scale"] = tuple(kw["scale"])
-    return sizes, kw
-
-
-def _build(cls: type, cfg: DataConfig, seed: int) -> tuple[Dataset, Dataset]:
+def _build(cls: type, cfg: DataConfig, seed: int, n_train: int, n_test: int, size: int,
+           scene_kwargs: dict[str, Any]) -> tuple[Dataset, Dataset]:
     from ..data.scenes import build_scenes
 
-    sizes, kw = _sizes(cfg)
-    try:
-        train = cls(data=build_scenes("train", sizes["n_train"], size=sizes["size"], root=cfg.root, **kw))
-        if cfg.val_fraction > 0:
-            from ..data import train_val_split
+    for k, v in (("n_train", n_train), ("n_test", n_test), ("size", size)):
+        if not isinstance(v, int) or v < 1:
+            raise ConfigError(f"data.kwargs.{k}: must be a positive integer, got {v!r}")
+    if size % 16:
+        raise ConfigError(f"data.kwargs.size: the seg/det models need a multiple of 16, got {size}")
+    kw = {k: (tuple(v) if k == "scale" else v) for k, v in scene_kwargs.items() if v is not None}
+    train = cls(data=build_scenes("train", n_train, size=size, root=cfg.root, **kw))
+    if cfg.val_fraction > 0:
+        from ..data import train_val_split
 
-            tr, va = train_val_split(len(train), cfg.val_fraction, seed)
-            train, evals = Subset(train, list(tr)), Subset(train, list(va))
-        else:
-            evals = cls(data=build_scenes("test", sizes["n_test"], size=sizes["size"], root=cfg.root, **kw))
-    except TypeError as e:  # an unknown key in data.kwargs
-        raise ConfigError(f"data.kwargs: {e} (known: n_train, n_test, size, scale, max_items, threshold, "
-                          f"min_visible, min_pixels, cache_dir)") from None
+        tr, va = train_val_split(len(train), cfg.val_fraction, seed)
+        train, evals = Subset(train, list(tr)), Subset(train, list(va))
+    else:
+        evals = cls(data=build_scenes("test", n_test, size=size, root=cfg.root, **kw))
     if cfg.augment:
         train = HFlip(train)
     return train, evals
 
 
-@DATASETS.register("scenes_seg")
-def scenes_seg(cfg: DataConfig, seed: int) -> tuple[Dataset, Dataset]:
-    """Segmentation scenes (:class:`~kdforge.data.scenes.SegScenes`): ``(image (1,S,S), mask (S,S))``, 11 classes."""
-    from ..data.scenes import SegScenes
+def _scenes(cls_name: str, doc: str) -> Any:
+    """A dataset builder for one scenes class; its keyword arguments are the accepted ``data.kwargs``
+    (``None`` = :func:`~kdforge.data.scenes.compose_scenes`' default)."""
 
-    return _build(SegScenes, cfg, seed)
+    def builder(cfg: DataConfig, seed: int, n_train: int = 2000, n_test: int = 500, size: int = 64,
+                scale: tuple[float, float] | None = None, max_items: int | None = None,
+                threshold: int | None = None, min_visible: float | None = None, min_pixels: int | None = None,
+                cache_dir: str | None = None) -> tuple[Dataset, Dataset]:
+        from ..data import scenes
+
+        return _build(getattr(scenes, cls_name), cfg, seed, n_train, n_test, size,
+                      {"scale": scale, "max_items": max_items, "threshold": threshold, "min_visible": min_visible,
+                       "min_pixels": min_pixels, "cache_dir": cache_dir})
+
+    builder.__doc__ = doc
+    return builder
 
 
-@DATASETS.register("scenes_det")
-def scenes_det(cfg: DataConfig, seed: int) -> tuple[Dataset, Dataset]:
-    """Detection scenes (:class:`~kdforge.data.scenes.DetScenes`): ``(image, {"boxes", "labels"})``, 10
-    classes; batched by the detection task's ``collate_fn``."""
-    from ..data.scenes import DetScenes
-
-    return _build(DetScenes, cfg, seed)
+scenes_seg = DATASETS.register("scenes_seg")(_scenes(
+    "SegScenes", "Segmentation scenes (:class:`~kdforge.data.scenes.SegScenes`): ``(image (1,S,S), mask (S,S))``, "
+    "11 classes."))
+scenes_det = DATASETS.register("scenes_det")(_scenes(
+    "DetScenes", "Detection scenes (:class:`~kdforge.data.scenes.DetScenes`): ``(image, {\"boxes\", \"labels\"})``, "
+    "10 classes; batched by the detection task's ``collate_fn``."))
 
 
 __all__ = ["scenes_seg", "scenes_det", "HFlip"]

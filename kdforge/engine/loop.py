@@ -9,7 +9,7 @@ from typing import Any, Iterable, Mapping
 import torch
 from torch import Tensor, nn
 
-from ..config.run import AmpConfig, OptimizerConfig
+from ..config.run import AmpConfig
 from ..tasks.base import Task
 from .amp import autocast
 from .distributed import DistContext, all_reduce_sum, broadcast_buffers
@@ -18,19 +18,6 @@ from .logging import Progress
 
 class TrainingError(RuntimeError):
     """Training cannot go on (e.g. the loss became NaN/inf)."""
-
-
-def build_optimizer(cfg: OptimizerConfig, params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
-    """SGD (momentum, Nesterov) or AdamW over ``params`` with the config's weight decay."""
-    params = list(params)
-    if not params:
-        raise TrainingError("nothing to train: the model has no parameters that require grad")
-    if cfg.name == "sgd":
-        if cfg.nesterov and cfg.momentum <= 0:
-            raise TrainingError("train.optimizer.nesterov=true needs train.optimizer.momentum > 0")
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
-                               nesterov=cfg.nesterov)
-    return torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
 
 
 def call_model(model: nn.Module, inputs: Any) -> Any:

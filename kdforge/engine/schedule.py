@@ -1,16 +1,21 @@
 """Per-iteration learning-rate schedules with linear warm-up, as ``LambdaLR`` factors.
 
+Schedules are registered in :data:`kdforge.SCHEDULES` (``cosine``, ``step``, ``onecycle``, ``none``)
+as builders ``(total_steps, steps_per_epoch, base_lr, **kwargs) -> factor(step)``; their keyword
+parameters are what ``train.schedule`` may set.
+
 :class:`LRFactor` is a plain callable object holding only numbers, so ``LambdaLR.state_dict()``
 saves it and a resumed run continues the exact schedule.
 """
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch.optim.lr_scheduler import LambdaLR
 
-from ..config.run import ScheduleConfig
+from ..registry import SCHEDULES
 
 
 class LRFactor:
@@ -53,11 +58,55 @@ class LRFactor:
         return self.min_factor + (1.0 - self.min_factor) * 0.5 * (1.0 + math.cos(math.pi * t))
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, cfg: ScheduleConfig, epochs: int, steps_per_epoch: int,
-                    base_lr: float) -> LambdaLR:
-    """A ``LambdaLR`` stepped once per optimiser step."""
-    fn = LRFactor(cfg.name, epochs * steps_per_epoch, steps_per_epoch,
-                  warmup_steps=int(round(cfg.warmup_epochs * steps_per_epoch)), milestones=cfg.milestones,
-                  gamma=cfg.gamma, min_factor=cfg.min_lr / base_lr, pct_start=cfg.pct_start,
-                  div_factor=cfg.div_factor)
+def _warmup(warmup_epochs: float, steps_per_epoch: int) -> int:
+    if warmup_epochs < 0:
+        raise ValueError(f"warmup_epochs must be >= 0, got {warmup_epochs}")
+    return int(round(warmup_epochs * steps_per_epoch))
+
+
+@SCHEDULES.register("cosine")
+def cosine(total_steps: int, steps_per_epoch: int, base_lr: float, warmup_epochs: float = 0.0,
+           min_lr: float = 0.0) -> LRFactor:
+    """Cosine decay from lr to ``min_lr`` after ``warmup_epochs`` of linear warm-up."""
+    return LRFactor("cosine", total_steps, steps_per_epoch, _warmup(warmup_epochs, steps_per_epoch),
+                    min_factor=min_lr / base_lr)
+
+
+@SCHEDULES.register("step")
+def step_decay(total_steps: int, steps_per_epoch: int, base_lr: float, milestones: list[int] | None = None,
+         gamma: float = 0.1, warmup_epochs: float = 0.0) -> LRFactor:
+    """lr × ``gamma`` at each epoch in ``milestones`` (after ``warmup_epochs`` of linear warm-up)."""
+    if gamma <= 0:
+        raise ValueError(f"gamma must be > 0, got {gamma}")
+    return LRFactor("step", total_steps, steps_per_epoch, _warmup(warmup_epochs, steps_per_epoch),
+                    milestones=list(milestones or []), gamma=gamma)
+
+
+@SCHEDULES.register("onecycle")
+def onecycle(total_steps: int, steps_per_epoch: int, base_lr: float, pct_start: float = 0.3,
+             div_factor: float = 25.0, min_lr: float = 0.0) -> LRFactor:
+    """One-cycle: linear rise from lr/``div_factor`` over ``pct_start`` of training, then cosine to ``min_lr``."""
+    if not 0 < pct_start < 1 or div_factor < 1:
+        raise ValueError(f"onecycle needs 0 < pct_start < 1 and div_factor >= 1, got {pct_start}, {div_factor}")
+    return LRFactor("onecycle", total_steps, steps_per_epoch, 0, min_factor=min_lr / base_lr, pct_start=pct_start,
+                    div_factor=div_factor)
+
+
+@SCHEDULES.register("none")
+def constant(total_steps: int, steps_per_epoch: int, base_lr: float, warmup_epochs: float = 0.0) -> LRFactor:
+    """Constant lr (after ``warmup_epochs`` of linear warm-up)."""
+    return LRFactor("none", total_steps, steps_per_epoch, _warmup(warmup_epochs, steps_per_epoch))
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, name: str, kwargs: dict[str, Any], epochs: int,
+                    steps_per_epoch: int) -> LambdaLR:
+    """A ``LambdaLR`` stepped once per optimiser step, from the schedule registered as ``name``."""
+    base_lr = float(optimizer.param_groups[0]["lr"])
+    fn = SCHEDULES.build(name, epochs * steps_per_epoch, steps_per_epoch, base_lr, **kwargs)
     return LambdaLR(optimizer, fn)
+
+
+def check_schedule(name: str, kwargs: dict[str, Any]) -> None:
+    """Validate a schedule's name, keywords and values (by building it for a 10-step run at lr 0.1)."""
+    SCHEDULES.check_args(name, kwargs)
+    SCHEDULES.get(name)(10, 1, 0.1, **kwargs)

@@ -22,8 +22,7 @@ import yaml
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from ..build import build_model_from_spec
-from ..config import ConfigError, ModelSpec
+from ..build import build_distiller, build_model_from_spec
 from ..config.run import RunConfig, load_run_config
 from ..distiller import Distiller
 from ..registry import TASKS
@@ -33,20 +32,11 @@ from .checkpoint import FORMAT, VERSION, CheckpointError, atomic_save, load_modu
 from .data import ShardSampler, build_datasets, make_loader
 from .distributed import DistContext, barrier, cleanup, init_distributed
 from .logging import CSVLog, TensorBoard, say
-from .loop import Step, TrainingError, build_optimizer, evaluate, train_epoch
+from .loop import Step, TrainingError, evaluate, train_epoch
+from .optim import build_optimizer
 from .schedule import build_scheduler
 
 ConfigLike = str | Path | Mapping[str, Any] | RunConfig
-
-
-def _build(spec: ModelSpec, where: str) -> nn.Module:
-    """``build_model_from_spec`` with bad keyword arguments reported as a config error at ``where``."""
-    try:
-        return build_model_from_spec(spec)
-    except TypeError as e:
-        raise ConfigError(f"{where}: cannot build {spec.name!r} with kwargs {spec.kwargs}: {e}") from e
-    except (ImportError, AttributeError) as e:  # "package.module:callable" that does not resolve
-        raise ConfigError(f"{where}: cannot import model {spec.name!r}: {e}") from e
 
 
 def _better(task: Any, value: float, best: float) -> bool:
@@ -67,7 +57,8 @@ class Trainer:
     def __init__(self, cfg: ConfigLike, overrides: list[str] | None = None, *, model: nn.Module | None = None,
                  teachers: Mapping[str, nn.Module] | None = None, datasets: tuple[Dataset, Dataset] | None = None,
                  verbose: bool = True) -> None:
-        self.cfg = load_run_config(copy.deepcopy(dict(cfg)) if isinstance(cfg, Mapping) else cfg, overrides)
+        given = (["student"] if model is not None else []) + list(teachers or {})
+        self.cfg = load_run_config(copy.deepcopy(dict(cfg)) if isinstance(cfg, Mapping) else cfg, overrides, given)
         self._model, self._teachers, self._datasets, self.verbose = model, dict(teachers or {}), datasets, verbose
         self.student: nn.Module | None = None
         self.distiller: Distiller | None = None
@@ -102,26 +93,14 @@ class Trainer:
 
     def _models(self, ctx: DistContext) -> nn.Module:
         cfg = self.cfg
-        student = self._model if self._model is not None else _build(cfg.model, "model")
+        student = self._model if self._model is not None else build_model_from_spec(cfg.student, "student")
         self.student = student
         if not cfg.jobs:
             if cfg.teachers:
                 say("note: no jobs, so the teachers are not used (plain training of `model`)", self._show(ctx))
             return student.to(ctx.device)
-        teachers = {}
-        for name, spec in cfg.teachers.items():
-            if name in self._teachers:
-                teachers[name] = self._teachers[name]
-                continue
-            if not spec.weights:
-                say(f"warning: teacher {name!r} ({spec.name}) has no weights: distilling from an untrained teacher",
-                    self._show(ctx))
-            teachers[name] = _build(spec, f"teachers.{name}")
-        teachers.update({k: v for k, v in self._teachers.items() if k not in teachers})
-        try:
-            self.distiller = Distiller(student, teachers, cfg.jobs)
-        except (TypeError, KeyError) as e:  # a loss/connector built with arguments it does not take
-            raise ConfigError(f"jobs: {e}") from e
+        self.distiller = build_distiller(cfg, student=student, teachers=self._teachers,
+                                         warn=lambda m: say(f"warning: {m}", self._show(ctx)))
         return self.distiller.to(ctx.device)
 
     def _show(self, ctx: DistContext) -> bool:
@@ -136,8 +115,8 @@ class Trainer:
             check_amp(tc.amp, ctx.device)
             seed_everything(cfg.seed)
             task = TASKS.build(cfg.task, **cfg.task_kwargs)
+            net = self._models(ctx)  # before the data: weights/tap errors surface without reading a dataset
             train_loader, eval_loader, _ = self._data(ctx, task)
-            net = self._models(ctx)
             with preserved_rng():
                 first = next(iter(self._first_batch_loader))
                 inputs, targets = task.batch_to(first, ctx.device)
@@ -145,8 +124,8 @@ class Trainer:
                     self.distiller.dry_run(inputs, **task.loss_context(targets, first), epoch=0)
             params = self.distiller.learnable_parameters() if self.distiller is not None else \
                 [p for p in net.parameters() if p.requires_grad]
-            optimizer = build_optimizer(tc.optimizer, params)
-            scheduler = build_scheduler(optimizer, tc.schedule, tc.epochs, len(train_loader), tc.optimizer.lr)
+            optimizer = build_optimizer(tc.optimizer.name, tc.optimizer.kwargs, params)
+            scheduler = build_scheduler(optimizer, tc.schedule.name, tc.schedule.kwargs, tc.epochs, len(train_loader))
             scaler = make_scaler(tc.amp, ctx.device)
             start, best, resumed_from = 0, None, None
             if resume:
@@ -244,7 +223,8 @@ class Trainer:
             raise CheckpointError(f"{path} was written by a {'distillation' if ckpt.get('kind') == 'distiller' else 'plain'}"
                                   f" run, but this run is {'distillation (jobs)' if kind == 'distiller' else 'plain training'};"
                                   f" resume with the config that wrote it")
-        old = ((ckpt.get("config") or {}).get("model") or {}).get("name")
+        old_cfg = ckpt.get("config") or {}
+        old = (old_cfg.get("student") or old_cfg.get("model") or {}).get("name")
         if old is not None and self._model is None and old != self.cfg.model.name:
             raise CheckpointError(f"{path} was written for model {old!r}, but this run's model is "
                                   f"{self.cfg.model.name!r}; resume with the config that wrote it")

@@ -36,6 +36,7 @@ from __future__ import annotations
 from typing import ClassVar, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 
@@ -49,6 +50,19 @@ class DistillLoss(nn.Module):
     pairwise: ClassVar[bool] = True
     same_shape: ClassVar[bool] = True
     multi_teacher: ClassVar[bool] = False
+
+
+def kl_with_temperature(student: Tensor, teacher: Tensor, T: float, dim: int = 1) -> Tensor:
+    r"""``T² · KL(softmax(t/T) ‖ softmax(s/T))`` along ``dim``, not reduced over the other dimensions.
+
+    .. math:: T^2 \sum_c p^t_c\,(\log p^t_c - \log p^s_c),\quad p = \mathrm{softmax}(z / T)
+
+    The one KL-with-temperature of the response, dense and channel-wise losses (KD, DKD's NCKD,
+    logit standardisation, BYOT, pixel-wise seg KL, CWD); each reduces the result its paper's way.
+    """
+    log_p_s = F.log_softmax(student / T, dim=dim)
+    log_p_t = F.log_softmax(teacher / T, dim=dim)
+    return (log_p_t.exp() * (log_p_t - log_p_s)).sum(dim) * (T * T)
 
 
 def suggest_connector(student_shape: Sequence[int], teacher_shape: Sequence[int]) -> str:

@@ -1,11 +1,10 @@
 """Dense-prediction (per-pixel) response distillation."""
 from __future__ import annotations
 
-import torch.nn.functional as F
 from torch import Tensor
 
 from ..registry import LOSSES
-from .base import DistillLoss, check_rank, check_same_shape
+from .base import DistillLoss, check_rank, check_same_shape, kl_with_temperature
 
 
 @LOSSES.register("seg_kl")
@@ -32,11 +31,7 @@ class SegKLLoss(DistillLoss):
     def forward(self, student: Tensor, teacher: Tensor, **ctx: object) -> Tensor:
         check_rank(student, (4,), "student logits", "seg_kl")
         check_same_shape(student, teacher, "seg_kl")
-        T = self.T
-        log_p_s = F.log_softmax(student.float() / T, dim=1)
-        log_p_t = F.log_softmax(teacher.float() / T, dim=1)
-        kl = (log_p_t.exp() * (log_p_t - log_p_s)).sum(1)  # (N, H, W)
-        return kl.mean() * (T * T)
+        return kl_with_temperature(student.float(), teacher.float(), self.T).mean()  # mean over (N, H, W)
 
     def extra_repr(self) -> str:
         return f"T={self.T}"

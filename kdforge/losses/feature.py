@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..registry import LOSSES
-from .base import DistillLoss, ShapeMismatchError, check_rank, check_same_shape
+from .base import DistillLoss, ShapeMismatchError, check_rank, check_same_shape, kl_with_temperature
 
 
 @LOSSES.register("fitnet")
@@ -135,10 +135,8 @@ class CWDLoss(DistillLoss):
     def forward(self, student: Tensor, teacher: Tensor, **ctx: object) -> Tensor:
         check_rank(student, (4,), "student map", "cwd")
         check_same_shape(student, teacher, "cwd")
-        n, c = student.shape[:2]
-        log_p_s = F.log_softmax(student.flatten(2) / self.tau, dim=2)
-        log_p_t = F.log_softmax(teacher.flatten(2) / self.tau, dim=2)
-        return (log_p_t.exp() * (log_p_t - log_p_s)).sum() * (self.tau ** 2) / (n * c)
+        # Σ over N·C channel distributions / (N·C) = the mean over (N, C)
+        return kl_with_temperature(student.flatten(2), teacher.flatten(2), self.tau, dim=2).mean()
 
     def extra_repr(self) -> str:
         return f"tau={self.tau}"

@@ -6,14 +6,12 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..registry import LOSSES
-from .base import DistillLoss, ShapeMismatchError, check_rank, check_same_shape
+from .base import DistillLoss, ShapeMismatchError, check_rank, check_same_shape, kl_with_temperature
 
 
 def kl_div_logits(student: Tensor, teacher: Tensor, T: float) -> Tensor:
     """``KL(softmax(t/T) || softmax(s/T)) · T²`` summed over classes, averaged over the batch (2-D logits)."""
-    log_p_s = F.log_softmax(student / T, dim=1)
-    log_p_t = F.log_softmax(teacher / T, dim=1)
-    return (log_p_t.exp() * (log_p_t - log_p_s)).sum(1).mean() * (T * T)
+    return kl_with_temperature(student, teacher, T).mean()
 
 
 @LOSSES.register("kd")
@@ -82,22 +80,20 @@ class DKDLoss(DistillLoss):
     (TCKD + NCKD). Defaults ``alpha=1, beta=8, T=4`` are the paper's CIFAR-100 values (mdistiller's
     ``DKD`` config; ImageNet uses ``beta=0.5, T=1``). Needs ``ctx["labels"]``.
 
-    Warm-up: the official code multiplies the loss by ``min(epoch / 20, 1)``. Here ``warmup_steps``
-    (default 0 = none) ramps it by ``min(ctx["step"] / warmup_steps, 1)``; to reproduce the official
-    recipe pass 20 epochs' worth of steps (``20 * len(train_loader)``). The job-level
-    ``warmup_iters`` does the same thing; use one or the other, not both.
+    Warm-up: the official code multiplies the loss by ``min(epoch / 20, 1)`` (epochs counted from 1).
+    In kdforge every warm-up is the job's: ``warmup_iters: 20 * len(train_loader)`` ramps the weight
+    linearly per step, ``min(step / warmup_iters, 1)`` — the same 20-epoch ramp without the per-epoch
+    staircase.
 
     Official code (megvii-research/mdistiller) computes NCKD by subtracting 1000 from the target
     logit; we drop the target column instead, which is the same quantity without the magic constant.
     """
 
-    def __init__(self, alpha: float = 1.0, beta: float = 8.0, T: float = 4.0, warmup_steps: int = 0) -> None:
+    def __init__(self, alpha: float = 1.0, beta: float = 8.0, T: float = 4.0) -> None:
         super().__init__()
         if T <= 0:
             raise ValueError(f"dkd: temperature T must be > 0, got {T}")
-        if warmup_steps < 0:
-            raise ValueError(f"dkd: warmup_steps must be >= 0, got {warmup_steps}")
-        self.alpha, self.beta, self.T, self.warmup_steps = alpha, beta, T, warmup_steps
+        self.alpha, self.beta, self.T = alpha, beta, T
 
     def forward(self, student: Tensor, teacher: Tensor, **ctx: object) -> Tensor:
         check_rank(student, (2,), "student logits", "dkd")
@@ -116,22 +112,11 @@ class DKDLoss(DistillLoss):
         log_b_t = torch.stack([zt[gt] - lse_t, other_t.logsumexp(1) - lse_t], 1)
         tckd = (log_b_t.exp() * (log_b_t - log_b_s)).sum(1).mean()
         # non-target-class KD: softmax over the C-1 other classes
-        log_q_s, log_q_t = F.log_softmax(other_s, 1), F.log_softmax(other_t, 1)
-        nckd = (log_q_t.exp() * (log_q_t - log_q_s)).sum(1).mean()
-        loss = (self.alpha * tckd + self.beta * nckd) * (self.T * self.T)
-        return loss * self._warmup(ctx)
-
-    def _warmup(self, ctx: dict) -> float:
-        if self.warmup_steps == 0:
-            return 1.0
-        step = ctx.get("step")
-        if step is None:
-            raise ValueError("dkd: warmup_steps > 0 needs ctx['step'] (the Distiller passes it; "
-                             "when calling the loss directly pass step=...)")
-        return min(float(step) / self.warmup_steps, 1.0)
+        nckd = kl_with_temperature(other_s, other_t, 1.0).mean()  # already divided by T
+        return (self.alpha * tckd + self.beta * nckd) * (self.T * self.T)
 
     def extra_repr(self) -> str:
-        return f"alpha={self.alpha}, beta={self.beta}, T={self.T}, warmup_steps={self.warmup_steps}"
+        return f"alpha={self.alpha}, beta={self.beta}, T={self.T}"
 
 
 def _pearson_rows(a: Tensor, b: Tensor, eps: float = 1e-8) -> Tensor:
