@@ -172,3 +172,11 @@ def test_hf_encoder_classifier_distillation_python_api():
     assert out.loss is None                      # labels stayed loss context: the model computed no loss
     assert set(d.losses) == {"kd", "hidden", "minilm"} and losses[-1] < losses[0]
     assert not any(p.grad is not None for p in teacher.parameters())
+
+
+def test_macs_count_gpt2_conv1d():
+    from kdforge.models import build_model, count_macs
+
+    m = build_model("hf:GPT2LMHeadModel", config={**GPT2, "n_embd": 16})
+    L, D = 8, 16   # per token: 12·D² in each block (qkv 3D², proj D², MLP 8D²) + the LM head D·V
+    assert count_macs(m, {"input_ids": torch.zeros(1, L, dtype=torch.long)}) == L * (2 * 12 * D * D + D * 256)

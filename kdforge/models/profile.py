@@ -1,8 +1,9 @@
 """Model size and cost: parameter counts and multiply-accumulates (MACs).
 
 ``count_macs`` counts the MACs of convolution (``Conv1d/2d/3d``, ``ConvTranspose1d/2d/3d``) and
-``Linear`` layers only — the usual "FLOPs" figure of KD papers (which is really MACs). Norms,
-activations, pooling, additions and biases are not counted.
+``Linear`` layers (and Hugging Face's GPT-2-style ``Conv1D``, a linear layer with transposed weights)
+only — the usual "FLOPs" figure of KD papers (which is really MACs). Norms, activations, pooling,
+additions, biases and attention's score/value products are not counted.
 """
 from __future__ import annotations
 
@@ -32,7 +33,14 @@ def _layer_macs(module: nn.Module, inputs: tuple[Any, ...], output: Tensor) -> i
         return inputs[0].numel() * per_in
     if isinstance(module, nn.Linear):
         return output.numel() * module.in_features
+    if _is_hf_conv1d(module):
+        return output.numel() * module.weight.shape[0]
     return 0
+
+
+def _is_hf_conv1d(module: nn.Module) -> bool:
+    """transformers' ``Conv1D`` (GPT-2): ``x @ W + b`` with ``W`` of shape (in, out)."""
+    return type(module).__name__ == "Conv1D" and hasattr(module, "nf") and getattr(module, "weight", None) is not None
 
 
 def count_macs(model: nn.Module, example_input: Tensor | tuple[Any, ...] | dict[str, Any]) -> int:
@@ -49,7 +57,7 @@ def count_macs(model: nn.Module, example_input: Tensor | tuple[Any, ...] | dict[
         nonlocal total
         total += _layer_macs(module, inputs, output)
 
-    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (*_CONV, *_CONV_T, nn.Linear))]
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (*_CONV, *_CONV_T, nn.Linear)) or _is_hf_conv1d(m)]
     was_training = model.training
     try:
         model.eval()
