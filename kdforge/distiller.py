@@ -177,9 +177,10 @@ class Distiller(nn.Module):
     def split_inputs(self, inputs: tuple[Any, ...], kwargs: Mapping[str, Any]
                      ) -> tuple[tuple[Any, ...], dict[str, Any], dict[str, Any]]:
         """``(positional model inputs, keyword model inputs, loss context)`` for a call (see the module
-        docstring): a lone dict batch is spread; keywords in :attr:`model_inputs` go to the models; all
-        keywords are context."""
-        if len(inputs) == 1 and isinstance(inputs[0], Mapping):
+        docstring): a lone dict batch holding a model input is spread (a dict without one stays a
+        positional input, for models that take a dict); keywords in :attr:`model_inputs` go to the
+        models; all keywords are context."""
+        if len(inputs) == 1 and isinstance(inputs[0], Mapping) and self.model_inputs.intersection(inputs[0]):
             clash = sorted(set(inputs[0]) & set(kwargs))
             if clash:
                 raise DistillerError(f"{clash} given both in the dict batch and as keyword arguments; pass each once")

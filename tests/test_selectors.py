@@ -175,3 +175,17 @@ def test_explicit_model_inputs_and_errors(ctx_loss):
                                                      teacher=":output.logits")])
     with pytest.raises(DistillerError, match=r"teacher 't0' \(NoMask\) does not take the model input\(s\) \['attention_mask'\]"):
         bad(torch.randn(2, 5, 4), attention_mask=torch.ones(2, 5))
+
+
+def test_dict_without_model_inputs_stays_positional(ctx_loss):
+    class DictIn(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(4, 3)
+
+        def forward(self, batch):
+            return self.fc(batch["feats"])
+
+    d = Distiller(DictIn(), DictIn(), [DistillJob(loss="mse_ctx", student="", teacher="")])
+    out, kd = d({"feats": torch.randn(2, 4)}, labels=torch.zeros(2))
+    assert out.shape == (2, 3) and "labels" in ctx_loss
