@@ -1,82 +1,144 @@
-"""What the Distiller costs over a hand-written KD step (taps, jobs, checks).
+"""What the Distiller costs over a hand-written KD step (taps, jobs, checks), and over the previous release.
 
-Times, in one process and interleaved, a training step written by hand (student forward/backward,
-teacher forward under no_grad, KD + FitNet through a 1x1 conv written inline) against the same step
-through ``kdforge.Distiller`` with two jobs; prints the median of each and their ratio.
+Two cases, each timed in one process, one thread, interleaved (see ``_bench.py``):
 
-    python benchmarks/overhead.py --repeats 30 --batch 64
+``tiny``
+    MLPs (32 → 64 → 10 student, 32 → 128 → 10 teacher, batch 16): the models cost almost nothing, so
+    the step time is the fixed per-step cost. Hand-written = torchdistill-style minimal code: forward
+    hooks store the outputs in a dict, ``F.kl_div`` KD, CE, backward, SGD step.
+``resnet``
+    resnet20 → resnet8 on 1×28×28, batch 64, KD + FitNet (1×1 conv + BN connector written inline in
+    the hand-written step).
+
+Each case runs the same step through the current ``kdforge.Distiller`` and through the previous
+release's (git ``81ddfe3``, extracted with ``git archive``; ``--no-old`` skips it).
+
+    python benchmarks/overhead.py --repeats 200 --cases tiny
+    python benchmarks/overhead.py --repeats 20 --cases resnet
 """
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
+import copy
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kdforge import Distiller, DistillJob
+from _bench import PREVIOUS_RELEASE, interleaved, median, previous_release
+import kdforge
 from kdforge.models import build_model
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--repeats", type=int, default=30)
-    ap.add_argument("--batch", type=int, default=64)
-    ap.add_argument("--threads", type=int, default=2)
-    a = ap.parse_args()
-    torch.set_num_threads(a.threads)
+def mlp(hidden: int) -> nn.Module:
+    return nn.Sequential(nn.Linear(32, hidden), nn.ReLU(), nn.Linear(hidden, 10))
+
+
+def tiny_case(pkgs: dict):  # type: ignore[no-untyped-def]
+    torch.manual_seed(0)
+    student, teacher = mlp(64), mlp(128).eval().requires_grad_(False)
+    x, y = torch.randn(16, 32), torch.randint(0, 10, (16,))
+    s_hand, t_hand = copy.deepcopy(student), copy.deepcopy(teacher)
+    io: dict[str, torch.Tensor] = {}
+    s_hand.register_forward_hook(lambda m, i, o: io.__setitem__("s", o))
+    t_hand.register_forward_hook(lambda m, i, o: io.__setitem__("t", o))
+    opt = torch.optim.SGD(s_hand.parameters(), lr=0.01)
+
+    def hand() -> None:
+        with torch.no_grad():
+            t_hand(x)
+        s_hand(x)
+        s, t = io["s"], io["t"]
+        kd = F.kl_div(F.log_softmax(s / 4, 1), F.softmax(t / 4, 1), reduction="batchmean") * 16
+        loss = F.cross_entropy(s, y) + 0.9 * kd
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    fns = {"hand-written": hand}
+    for label, pkg in pkgs.items():
+        d = pkg.Distiller(copy.deepcopy(student), copy.deepcopy(teacher),
+                          [pkg.DistillJob(loss={"type": "kd", "T": 4}, student="", teacher="", weight=0.9)])
+        fns[label] = _distiller_step(d, x, y)
+    return "tiny MLPs, batch 16, KD", fns
+
+
+def resnet_case(pkgs: dict):  # type: ignore[no-untyped-def]
     torch.manual_seed(0)
     student = build_model("resnet8", in_channels=1)
     teacher = build_model("resnet20", in_channels=1).eval().requires_grad_(False)
-    x, y = torch.randn(a.batch, 1, 28, 28), torch.randint(0, 10, (a.batch,))
-
-    # hand-written: raw forward hooks into a dict, connector inline
+    x, y = torch.randn(64, 1, 28, 28), torch.randint(0, 10, (64,))
+    s_hand, t_hand = copy.deepcopy(student), copy.deepcopy(teacher)
     conn = nn.Sequential(nn.Conv2d(64, 64, 1, bias=False), nn.BatchNorm2d(64))
     feats: dict[str, torch.Tensor] = {}
-    h1 = student.layer3.register_forward_hook(lambda m, i, o: feats.__setitem__("s", o))
-    h2 = teacher.layer3.register_forward_hook(lambda m, i, o: feats.__setitem__("t", o))
-    opt_a = torch.optim.SGD([*student.parameters(), *conn.parameters()], lr=0.01)
+    s_hand.layer3.register_forward_hook(lambda m, i, o: feats.__setitem__("s", o))
+    t_hand.layer3.register_forward_hook(lambda m, i, o: feats.__setitem__("t", o))
+    opt = torch.optim.SGD([*s_hand.parameters(), *conn.parameters()], lr=0.01)
 
-    def manual() -> None:
-        out = student(x)
+    def hand() -> None:
+        out = s_hand(x)
         with torch.no_grad():
-            t_out = teacher(x)
+            t_out = t_hand(x)
         fs, ft = feats["s"], feats["t"]
         kd = F.kl_div(F.log_softmax(out / 4, 1), F.softmax(t_out / 4, 1), reduction="batchmean") * 16
         loss = F.cross_entropy(out, y) + 0.9 * kd + 100 * F.mse_loss(conn(fs), ft)
-        opt_a.zero_grad()
+        opt.zero_grad()
         loss.backward()
-        opt_a.step()
+        opt.step()
 
-    for f in (manual, manual):
-        f()
-    times: dict[str, list[float]] = {"manual": [], "kdforge": []}
-    d = Distiller(student, teacher, [DistillJob(loss={"type": "kd", "T": 4}, student="fc", teacher="fc", weight=0.9),
-                                     DistillJob(loss="fitnet", student="layer3", teacher="layer3",
-                                                connector="conv1x1_bn", weight=100)])
-    opt_b = torch.optim.SGD(d.learnable_parameters(), lr=0.01)
+    fns = {"hand-written": hand}
+    for label, pkg in pkgs.items():
+        d = pkg.Distiller(copy.deepcopy(student), copy.deepcopy(teacher),
+                          [pkg.DistillJob(loss={"type": "kd", "T": 4}, student="fc", teacher="fc", weight=0.9),
+                           pkg.DistillJob(loss="fitnet", student="layer3", teacher="layer3", connector="conv1x1_bn",
+                                          weight=100)])
+        fns[label] = _distiller_step(d, x, y)
+    return "resnet20 → resnet8, batch 64, KD + FitNet", fns
 
-    def kdforge_step() -> None:
+
+def _distiller_step(d, x, y):  # type: ignore[no-untyped-def]
+    d.dry_run(x, labels=y)  # lazy connectors
+    opt = torch.optim.SGD(d.learnable_parameters(), lr=0.01)
+
+    def step() -> None:
         out, kd = d(x, labels=y)
         loss = F.cross_entropy(out, y) + kd
-        opt_b.zero_grad()
+        opt.zero_grad()
         loss.backward()
-        opt_b.step()
+        opt.step()
+    return step
 
-    kdforge_step()  # warm-up (and lazy connector shapes)
-    kdforge_step()
-    for _ in range(a.repeats):
-        for name, f in (("manual", manual), ("kdforge", kdforge_step)):
-            t = time.perf_counter()
-            f()
-            times[name].append(time.perf_counter() - t)
-    h1.remove()
-    h2.remove()
-    m, k = statistics.median(times["manual"]), statistics.median(times["kdforge"])
-    print(f"resnet20 → resnet8, batch {a.batch}, {a.repeats} interleaved repeats, {a.threads} threads")
-    print(f"hand-written step: median {m * 1e3:.1f} ms; Distiller step: median {k * 1e3:.1f} ms; ratio {k / m:.3f}")
+
+CASES = {"tiny": tiny_case, "resnet": resnet_case}
+
+
+def run(case: str, repeats: int, old: bool) -> dict[str, float]:
+    pkgs = {"kdforge": kdforge}
+    if old:
+        pkgs[f"previous release ({PREVIOUS_RELEASE})"] = previous_release()
+    title, fns = CASES[case](pkgs)
+    times = interleaved(fns, repeats, warmup=5)
+    hand = median(times["hand-written"])
+    print(f"\n{title}: {repeats} interleaved repeats, {torch.get_num_threads()} thread(s)")
+    out = {}
+    for k, ts in times.items():
+        m = median(ts)
+        extra = "" if k == "hand-written" else f"   over hand-written {(m - hand) * 1e3:+.3f} ms ({m / hand:.2f}×)"
+        print(f"  {k:30s} median {m * 1e3:8.3f} ms{extra}")
+        out[k] = m * 1e3
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
+    ap.add_argument("--repeats", type=int, default=100)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--no-old", action="store_true", help="skip the previous release")
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    for c in a.cases:
+        run(c, a.repeats, not a.no_old)
 
 
 if __name__ == "__main__":

@@ -8,10 +8,11 @@ import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
+import torch
 from torch import nn
 
 from .config import ConfigError, DistillConfig, ModelSpec, load, read_config
-from .distiller import Distiller
+from .distiller import Distiller, DistillerError
 
 
 class UntrainedTeacherWarning(UserWarning):
@@ -65,7 +66,8 @@ def build_teachers(dc: DistillConfig, given: Mapping[str, nn.Module] | None = No
         if not spec.weights:
             msg = f"teacher {name!r} ({spec.name}) has no weights: distilling from an untrained teacher"
             (warn or (lambda m: warnings.warn(m, UntrainedTeacherWarning, stacklevel=3)))(msg)
-        out[name] = build_model_from_spec(spec, f"teachers.{name}")
+        with torch.random.fork_rng(devices=[]):  # building a teacher must not shift the run's random stream
+            out[name] = build_model_from_spec(spec, f"teachers.{name}")
     out.update(given)
     return out
 
@@ -76,13 +78,22 @@ def build_distiller(cfg: str | Path | Mapping[str, Any] | DistillConfig, *, stud
     """A :class:`Distiller` from a config; ``student``/``teachers`` given here replace the config's models.
 
     A full training config (``kdforge train``'s) is accepted: its training sections are validated
-    and otherwise ignored here.
+    and otherwise ignored here. So is an mslim-style dict holding the models themselves
+    (``{'student_model': s, 'teacher_model': t, 'student_distill_layer': [...], ...}``; see
+    :mod:`kdforge.compat`).
     """
+    from .compat import is_live_config
+
+    if is_live_config(cfg):  # an mslim-style dict holding the models themselves
+        if student is not None or teachers or overrides:
+            raise DistillerError("build_distiller(config_dict_with_models) takes the models from the dict; do not "
+                                 "also pass student=/teachers=/overrides=")
+        return Distiller(cfg)  # type: ignore[arg-type]
     given = (["student"] if student is not None else []) + list(teachers or {})
     dc = load_distill_config(cfg, overrides, given)
     s = student if student is not None else build_model_from_spec(dc.student, "student")
     ts = build_teachers(dc, teachers, warn)
     try:
-        return Distiller(s, ts, dc.jobs)
+        return Distiller(s, ts, dc.jobs, teacher_exec=dc.teacher_exec)
     except (TypeError, KeyError) as e:  # a loss/connector built with arguments it does not take
         raise ConfigError(f"jobs: {e}") from e

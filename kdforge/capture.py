@@ -41,7 +41,7 @@ import contextvars
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -303,6 +303,7 @@ class Tapper:
         # Hooks close over this flag holder, never over the Tapper, so a live model does not keep a
         # dropped Tapper alive: garbage collection then removes the hooks (see __del__).
         self._state = _State()
+        self._recording = Recording(self)
         for s in self.specs:
             self._install(s, self._slots[s.spec])
 
@@ -354,22 +355,11 @@ class Tapper:
         if slot is not None:
             slot.put(tensor)
 
-    @contextlib.contextmanager
-    def record(self) -> Iterator["Recording"]:
-        """Record during the ``with`` block; values are read from the yielded :class:`Recording`."""
-        if not self.specs:
-            yield Recording(self)
-            return
-        for slot in self._slots.values():
-            slot.reset()
-        token = _ACTIVE.set(_ACTIVE.get() + (self,)) if self._emit else None
-        self._state.active = True
-        try:
-            yield Recording(self)
-        finally:
-            self._state.active = False
-            if token is not None:
-                _ACTIVE.reset(token)
+    def record(self) -> "_Record":
+        """Record during the ``with`` block; values are read from the yielded :class:`Recording`.
+
+        (A small class, not ``@contextmanager``: this runs twice per training step.)"""
+        return _Record(self)
 
     def close(self) -> None:
         """Remove every hook and method wrapper (idempotent)."""
@@ -389,6 +379,33 @@ class Tapper:
     def __del__(self) -> None:
         with contextlib.suppress(Exception):
             self.close()
+
+
+class _Record:
+    """The context manager of :meth:`Tapper.record`."""
+
+    __slots__ = ("tapper", "token")
+
+    def __init__(self, tapper: Tapper) -> None:
+        self.tapper, self.token = tapper, None
+
+    def __enter__(self) -> "Recording":
+        t = self.tapper
+        if t.specs:
+            for slot in t._slots.values():
+                slot.reset()
+            if t._emit:
+                self.token = _ACTIVE.set(_ACTIVE.get() + (t,))
+            t._state.active = True
+        return t._recording
+
+    def __exit__(self, *exc: object) -> None:
+        t = self.tapper
+        if t.specs:
+            t._state.active = False
+            if self.token is not None:
+                _ACTIVE.reset(self.token)
+                self.token = None
 
 
 class Recording:

@@ -1,4 +1,4 @@
-"""``kdforge`` command line: train | check | show | list | eval | compare | inspect | convert.
+"""``kdforge`` command line: train | check | show | list | eval | compare | inspect | convert | cache.
 
 Each sub-command is one :class:`Command`: a function adding its arguments and a function running it
 (returning the exit status). Adding one is a few lines::
@@ -44,6 +44,7 @@ def command(name: str, help: str, add_arguments: Callable[[argparse.ArgumentPars
 
 def user_errors() -> tuple[type[BaseException], ...]:
     """Exception types that mean 'fix your input', shown without a traceback."""
+    from .cache import CacheError
     from .capture import TapError
     from .config import ConfigError
     from .config.translate import TranslationError
@@ -54,7 +55,7 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from .models import WeightsError
     from .registry import RegistryError
     return (ConfigError, RegistryError, CheckpointError, TrainingError, AmpError, DeviceError, DistillerError,
-            TapError, ShapeMismatchError, WeightsError, DatasetNotFoundError, TranslationError)
+            TapError, ShapeMismatchError, WeightsError, DatasetNotFoundError, TranslationError, CacheError)
 
 
 def _common_overrides(args: argparse.Namespace) -> list[str]:
@@ -203,9 +204,10 @@ def compare_cmd(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------------------------- inspect
 def _inspect_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model", help="zoo name (resnet8) or package.module:callable")
+    p.add_argument("model", help="zoo name (resnet8), torchvision:NAME, timm:NAME or package.module:callable")
     p.add_argument("--input-shape", default=None, metavar="C,H,W",
-                   help="one sample's shape (default: in_channels,32,32)")
+                   help="one sample's shape (default: what the model states — timm's pretrained_cfg, torchvision's "
+                        "weights metadata — else in_channels,32,32, which the output marks as assumed)")
     p.add_argument("--kwargs", nargs="*", default=[], metavar="KEY=VALUE",
                    help="model arguments, e.g. --kwargs num_classes=10 in_channels=1")
     p.add_argument("--depth", type=int, default=None, help="show modules up to this nesting depth")
@@ -241,6 +243,76 @@ def convert_cmd(args: argparse.Namespace) -> int:
         print(f"wrote {args.output}")
     else:
         print(text, end="" if text.endswith("\n") else "\n")
+    return 0
+
+
+# ------------------------------------------------------------------------------------------ cache
+def _topk_arg(v: str) -> int | None:
+    if v == "all":
+        return None
+    try:
+        k = int(v)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--topk takes a number of logits or 'all', got {v!r}") from None
+    if k < 1:
+        raise argparse.ArgumentTypeError(f"--topk must be >= 1 (or 'all'), got {k}")
+    return k
+
+
+def _views_arg(v: str) -> int:
+    try:
+        k = int(v)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--views takes a whole number >= 1, got {v!r}") from None
+    if k < 1:
+        raise argparse.ArgumentTypeError(f"--views must be >= 1 (views stored per sample), got {k}")
+    return k
+
+
+def _cache_args(p: argparse.ArgumentParser) -> None:
+    sub = p.add_subparsers(dest="cache_command", metavar="ACTION", required=True)
+    b = sub.add_parser("build", help="run the config's teachers over K augmented views of the training set once",
+                       description="Run the config's teachers once over K augmented views of every training sample "
+                                   "and store the views' augmentation parameters and the teachers' tapped tensors. "
+                                   "Train from it with teacher_cache: DIR in the config (or --set teacher_cache=DIR).")
+    _add_config_args(b)
+    b.add_argument("--views", type=_views_arg, required=True, metavar="K",
+                   help="augmented views per sample (1 = the same view every epoch; K cycles through K views)")
+    b.add_argument("--out", metavar="DIR", help="cache directory (default: the config's teacher_cache)")
+    b.add_argument("--topk", type=_topk_arg, default=None, metavar="k|all",
+                   help="keep only the k largest teacher logits (+ their log-sum-exp) of taps that kd/dkd/dist read "
+                        "(default all)")
+    b.add_argument("--dtype", choices=["fp16", "bf16", "fp32"], default="fp16",
+                   help="storage of teacher tensors (default fp16)")
+    b.add_argument("--batch-size", type=int, default=None, help="teacher batch (default: data.eval_batch_size or "
+                                                                 "data.batch_size)")
+    b.add_argument("--quiet", action="store_true", help="no progress output")
+    i = sub.add_parser("info", help="what a cache holds and what it was built from")
+    i.add_argument("dir", metavar="DIR")
+
+
+@command("cache", "teacher-output cache: `cache build` once, then train with teacher_cache: DIR", _cache_args)
+def cache_cmd(args: argparse.Namespace) -> int:
+    from .cache import TeacherCache, build_cache
+
+    if args.cache_command == "info":
+        c = TeacherCache(args.dir)
+        m = c.manifest
+        print(f"{args.dir}: {m['dataset']['length']} samples × {m['views']} view(s), {m['dtype']}, "
+              f"top-k {m['topk'] or 'all'}, {c.nbytes() / 2**20:.1f} MiB, kdforge {m['kdforge_version']}")
+        print(f"  dataset {m['dataset']['name']}, augmentation {m['dataset']['transform']}")
+        for n, t in m["teachers"].items():
+            taps = ", ".join(f"{k!r} {e['shape']} {e['storage']}" + (f" k={e['k']}" if "k" in e else "")
+                             for k, e in t["taps"].items())
+            print(f"  teacher {n}: {t['fingerprint']['model']} (sha256 {str(t['fingerprint']['sha256'])[:12]}), "
+                  f"taps {taps}")
+        print(f"  built with: {m['build_command']} in {m['build_seconds']} s")
+        return 0
+    overrides = list(args.set or [])
+    if args.data:
+        overrides.append(f"data.root={args.data}")
+    build_cache(args.config, args.views, args.out, args.topk, args.dtype, overrides, args.batch_size,
+                verbose=not args.quiet)
     return 0
 
 

@@ -28,12 +28,35 @@ from torch import Tensor, nn
 
 from .capture import Tapper, TapSpec, resolve_module
 from .job import SELF, DistillJob, JobModule
+from .teacher_exec import ChannelsLast, TeacherExec, TeacherRunner, to_contiguous, to_plain
 
 Teachers = Mapping[str, nn.Module] | Sequence[nn.Module] | nn.Module | None
 
 
 class DistillerError(ValueError):
     """A Distiller set up or called in a way that cannot train correctly."""
+
+
+class ExternalTeacher(nn.Module):
+    """Stands in for a teacher whose tapped tensors always come through ``teacher_outputs=`` — e.g. from
+    a teacher-output cache (:mod:`kdforge.cache`) — so the real model is never built nor run.
+
+    ``taps``: the tap specs it can supply; ``source``: where they come from (for messages);
+    ``num_params``: the real teacher's parameter count (for reports). Jobs whose loss needs the
+    teacher *model* (class flag ``needs_teacher_model``, e.g. MGD's matching pass, OFD's margins
+    from the teacher's BatchNorm) cannot use it and are refused when the Distiller is built.
+    """
+
+    def __init__(self, taps: Sequence[str], source: str, num_params: int | None = None) -> None:
+        super().__init__()
+        self.taps, self.source, self.num_params = list(taps), source, num_params
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        raise DistillerError(f"this teacher is served from {self.source} and cannot run; pass its tensors with "
+                             f"teacher_outputs=")
+
+    def extra_repr(self) -> str:
+        return f"source={self.source!r}, taps={self.taps}"
 
 
 def _as_dict(teachers: Teachers) -> dict[str, nn.Module]:
@@ -46,6 +69,18 @@ def _as_dict(teachers: Teachers) -> dict[str, nn.Module]:
     return {f"t{i}": t for i, t in enumerate(teachers)}
 
 
+def _from_dict(cfg: Mapping[str, Any], teachers: Teachers, jobs: Sequence[Any]) -> tuple[nn.Module, Teachers, Any, Any]:
+    from .compat import from_live_config, is_live_config
+
+    if teachers is not None or jobs:
+        raise DistillerError("Distiller(config_dict) takes the whole set-up in the dict; do not also pass teachers/jobs")
+    if not is_live_config(cfg):
+        raise DistillerError(f"Distiller's first argument is the student nn.Module (or an mslim-style dict holding "
+                             f"the models under 'student_model'/'teacher_model'); got a dict with keys "
+                             f"{sorted(map(str, cfg))}. For a config of model names use kdforge.build_distiller(cfg)")
+    return from_live_config(cfg)
+
+
 class Distiller(nn.Module):
     """Student + teachers + jobs.
 
@@ -56,14 +91,23 @@ class Distiller(nn.Module):
     * ``step`` (a buffer, saved in ``state_dict``) counts training forwards; job warm-ups ramp on it.
     * Teacher outputs may be supplied precomputed: ``distiller(x, teacher_outputs={"t0": {"fc": t}})``
       skips that teacher's forward (a cache of teacher outputs builds on this).
+    * ``teacher_exec`` (:class:`~kdforge.teacher_exec.TeacherExec`, a dict of its fields, or
+      ``"plain"``) sets how teachers run: by default conv teachers run in channels_last memory format
+      and before the student; ``torch.compile`` and autocast are opt-in.
     """
 
     step: Tensor
 
-    def __init__(self, student: nn.Module, teachers: Teachers = None,
+    def __init__(self, student: nn.Module | Mapping[str, Any], teachers: Teachers = None,
                  jobs: Sequence[DistillJob | Mapping[str, Any]] = (),
+                 teacher_exec: TeacherExec | Mapping[str, Any] | str | None = None,
                  model_inputs: Sequence[str] | None = None) -> None:
+        device = None
+        if isinstance(student, Mapping):  # mslim's Distiller(config) with live modules (see kdforge.compat)
+            student, teachers, jobs, device = _from_dict(student, teachers, jobs)
         super().__init__()
+        self.teacher_exec = teacher_exec if isinstance(teacher_exec, TeacherExec) else \
+            TeacherExec.model_validate(teacher_exec if teacher_exec is not None else {})
         self.student = student
         #: keyword arguments passed to the models (all keyword arguments also reach the losses)
         self.model_inputs: frozenset[str] = frozenset(model_inputs) if model_inputs is not None \
@@ -96,19 +140,33 @@ class Distiller(nn.Module):
                                     | {t for j in self.jobs if SELF in j.teacher_names for t in j.spec.teacher})
         self._teacher_taps = {n: sorted({t for j in self.jobs if n in j.teacher_names for t in j.spec.teacher})
                               for n in self._teachers if n in used}
+        self._check_external()
         self._student_tapper = Tapper(student, self._student_taps)
-        self._teacher_tappers = {n: Tapper(self._teachers[n], taps) for n, taps in self._teacher_taps.items()}
+        self._teacher_tappers = {n: Tapper(self._teachers[n], taps) for n, taps in self._teacher_taps.items()
+                                 if not isinstance(self._teachers[n], ExternalTeacher)}
+        self._runners = {n: TeacherRunner(n, self._teachers[n], self.teacher_exec) for n in self._teacher_tappers}
+        self._student_format = ChannelsLast("student", student, self.teacher_exec.student_channels_last)
         for job in self.jobs:
             setup = getattr(job.loss, "setup", None)
             if callable(setup):
                 setup(student=student, teachers=[student if n == SELF else self._teachers[n] for n in job.teacher_names],
                       student_taps=list(job.spec.student), teacher_taps=list(job.spec.teacher))
         self.register_buffer("step", torch.zeros((), dtype=torch.long))
+        self._step_seen: tuple[Tensor | None, int, int] = (None, -1, 0)  # (buffer, its version, int value) last seen
         #: each job's last value as added to the total: loss × weight × warm-up factor
         self.losses: dict[str, Tensor] = {}
         #: each job's last value before weight and warm-up (the loss module's own output)
         self.raw_losses: dict[str, Tensor] = {}
-        self._check_devices()
+        # one parameter per model, to check devices per call in O(1) (a parameter keeps its identity
+        # through .to() and lazy materialisation)
+        self._probes = {n: next(m.parameters(), None) for n, m in [("", student), *self._teachers.items()]}
+        self._check_devices(full=True)
+        if device is not None:
+            self.to(device)
+
+    def get_learnable_params(self) -> list[nn.Parameter]:
+        """Alias of :meth:`learnable_parameters` (mslim's name)."""
+        return self.learnable_parameters()
 
     # ----------------------------------------------------------------- teachers
     @property
@@ -153,26 +211,45 @@ class Distiller(nn.Module):
         """
         inputs, model_kw, ctx = self.split_inputs(inputs, kwargs)
         self._check_devices(inputs + tuple(model_kw.values()))
+        given = teacher_outputs or {}
+        if self.teacher_exec.teacher_first:
+            trecs, tlogits = self._run_teachers(inputs, model_kw, given)
         with self._student_tapper.record() as srec:
-            out = self.student(*inputs, **model_kw)
-        trecs, tlogits = self._run_teachers(inputs, model_kw, teacher_outputs or {})
-        step = int(self.step)
+            out = self._student_format.call(self.student, *inputs, **model_kw)
+        if not self.teacher_exec.teacher_first:
+            trecs, tlogits = self._run_teachers(inputs, model_kw, given)
+        step = self._step_int()
         ctx = {**ctx, "step": step, "student_output": out}
-        total: Tensor = torch.zeros((), device=_device_of(out))
+        total: Tensor | None = None
         losses, raw_losses = {}, {}
+        if self._student_format.on:  # channels_last student: losses get its taps in the default format
+            srec = {t: to_contiguous(srec[t]) for t in self._student_taps}
         for job in self.jobs:
             s_feats = [srec[t] for t in job.spec.student]
             t_feats = [[srec[t].detach() if n == SELF else trecs[n][t] for t in job.spec.teacher]
                        for n in job.teacher_names]
             logits = [tlogits.get(n) for n in job.teacher_names] if job.spec.combine == "confidence" else None
             raw = job(s_feats, t_feats, ctx, logits)
-            val = raw * (job.spec.weight * job.spec.warmup_factor(step))  # the one place weight × warm-up applies
+            factor = job.spec.weight * job.spec.warmup_factor(step)  # the one place weight × warm-up applies
+            val = raw * factor if factor != 1.0 else raw  # x * 1.0 is x: skip the op, not the math
             losses[job.name], raw_losses[job.name] = val.detach(), raw.detach()
-            total = total + val
-        self.losses, self.raw_losses = losses, raw_losses
+            total = val if total is None else total + val
+        # plain attributes (skips nn.Module.__setattr__ on every step)
+        self.__dict__["losses"], self.__dict__["raw_losses"] = losses, raw_losses
         if self.training:
-            self.step += 1
-        return out, total
+            self.step.add_(1)
+            self.__dict__["_step_seen"] = (self.step, self.step._version, step + 1)
+        return out, total if total is not None else torch.zeros((), device=_device_of(out))
+
+    def _step_int(self) -> int:
+        """``int(self.step)`` without reading the buffer (a device sync on GPU) when it has not been
+        written since this Distiller last advanced it (its version counter tells: load_state_dict,
+        DDP buffer broadcasts and user writes all bump it)."""
+        buf, version, value = self._step_seen
+        if buf is not self.step or version != self.step._version:
+            value = int(self.step)
+            self._step_seen = (self.step, self.step._version, value)
+        return value
 
     def split_inputs(self, inputs: tuple[Any, ...], kwargs: Mapping[str, Any]
                      ) -> tuple[tuple[Any, ...], dict[str, Any], dict[str, Any]]:
@@ -197,22 +274,45 @@ class Distiller(nn.Module):
                       given: Mapping[str, Mapping[str, Tensor]]) -> tuple[dict[str, Any], dict[str, Any]]:
         recs: dict[str, Any] = {}
         logits: dict[str, Any] = {}
-        for name, tapper in self._teacher_tappers.items():
+        for name in self._teacher_taps:
+            if name not in given and isinstance(self._teachers[name], ExternalTeacher):
+                raise DistillerError(f"teacher {name!r} is served from {self._teachers[name].source}; this call "
+                                     f"has no teacher_outputs[{name!r}] (taps {self._teacher_taps[name]})")
             if name in given:
                 missing = [t for t in self._teacher_taps[name] if t not in given[name]]
                 if missing:
                     raise DistillerError(f"teacher_outputs[{name!r}] lacks taps {missing}; it has {list(given[name])}")
                 recs[name], logits[name] = given[name], given[name].get("", None)
                 continue
-            teacher = self._teachers[name]
+            teacher, tapper = self._teachers[name], self._teacher_tappers[name]
             if teacher.training:  # someone called teacher.train() behind our back
                 teacher.eval()
+            runner = self._runners[name]
             if model_kw:
-                _check_accepts(teacher, name, model_kw)
+                _check_accepts(self._teachers[name], name, model_kw)
             with torch.no_grad(), tapper.record() as rec:
-                logits[name] = teacher(*inputs, **model_kw)
-            recs[name] = rec
+                logits[name] = runner(*inputs, **model_kw)
+            if runner.converts:  # channels_last / autocast: losses get contiguous float32 tensors
+                recs[name], logits[name] = {t: to_plain(rec[t]) for t in self._teacher_taps[name]}, to_plain(logits[name])
+            else:
+                recs[name] = rec
         return recs, logits
+
+    def _check_external(self) -> None:
+        """Jobs on an :class:`ExternalTeacher` may only use taps it holds and losses that need no model."""
+        for job in self.jobs:
+            for n in job.teacher_names:
+                t = self._teachers.get(n)
+                if not isinstance(t, ExternalTeacher):
+                    continue
+                if getattr(job.loss, "needs_teacher_model", False):
+                    raise DistillerError(f"job {job.name!r}: loss {type(job.loss).__name__} needs the teacher model "
+                                         f"itself, but teacher {n!r} is served from {t.source}; run this job with "
+                                         f"the live teacher (drop the teacher cache)")
+                missing = [tap for tap in job.spec.teacher if tap not in t.taps]
+                if missing:
+                    raise DistillerError(f"job {job.name!r} taps teacher {n!r} at {missing}, but {t.source} holds "
+                                         f"only {t.taps}")
 
     # ----------------------------------------------------------------- helpers
     def on_epoch_start(self, epoch: int, loader: Any) -> None:
@@ -261,17 +361,23 @@ class Distiller(nn.Module):
         with contextlib.suppress(Exception):
             self.close()
 
-    def _check_devices(self, inputs: tuple[Any, ...] = ()) -> None:
-        s_dev = _param_device(self.student)
-        for name, t in self._teachers.items():
-            t_dev = _param_device(t)
-            if s_dev is not None and t_dev is not None and t_dev != s_dev:
-                raise DistillerError(f"teacher {name!r} is on {t_dev} but the student is on {s_dev}; "
-                                     f"call distiller.to(device) — it moves the teachers too")
-        x = next((a for a in inputs if isinstance(a, Tensor)), None)
-        if x is not None and s_dev is not None and x.device != s_dev:
-            raise DistillerError(f"inputs are on {x.device} but the models are on {s_dev}; move the batch "
-                                 f"with .to({str(s_dev)!r})")
+    def _check_devices(self, inputs: tuple[Any, ...] = (), full: bool = False) -> None:
+        probes = self._probes
+        s_probe = probes[""]
+        s_dev = s_probe.device if s_probe is not None else None
+        if full or any(p is not None and p.device != s_dev for p in probes.values()):
+            s_dev = _param_device(self.student)
+            for name, t in self._teachers.items():
+                t_dev = _param_device(t)
+                if s_dev is not None and t_dev is not None and t_dev != s_dev:
+                    raise DistillerError(f"teacher {name!r} is on {t_dev} but the student is on {s_dev}; "
+                                         f"call distiller.to(device) — it moves the teachers too")
+        for a in inputs:
+            if isinstance(a, Tensor):
+                if s_dev is not None and a.device != s_dev:
+                    raise DistillerError(f"inputs are on {a.device} but the models are on {s_dev}; move the "
+                                         f"batch with .to({str(s_dev)!r})")
+                break
 
 
 #: keyword arguments never routed to the models automatically: a Hugging Face model given ``labels``

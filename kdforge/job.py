@@ -7,13 +7,13 @@ its runtime form inside a :class:`~kdforge.distiller.Distiller`: it owns the con
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Literal, Sequence
+from typing import Any, Callable, Iterable, Literal, Sequence
 
 import torch
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 from torch import Tensor, nn
 
-from .connectors import Connector, build_connector
+from .connectors import Connector, Identity, build_connector
 from .losses.base import check_same_shape
 from .registry import CONNECTORS, LOSSES
 
@@ -138,20 +138,33 @@ class JobModule(nn.Module):
         if self.multi_teacher and len(teachers) > 1:
             ctx = {**ctx, "teacher_weights": self.teacher_weights}
             if self.pairwise:
-                return sum(self.loss(x, [t[i] for t in teachers], **ctx) for i, x in enumerate(s))
+                return _sum(self.loss(x, [t[i] for t in teachers], **ctx) for i, x in enumerate(s))
             return self.loss(s, teachers, **ctx)
-        total: Tensor | float = 0.0
+        total: Tensor | None = None
         for w, t in zip(weights, teachers):
-            val = sum(self.loss(x, y, **ctx) for x, y in zip(s, t)) if self.pairwise else self.loss(s, t, **ctx)
-            total = total + w * val
-        assert isinstance(total, Tensor)
+            val = _sum(self.loss(x, y, **ctx) for x, y in zip(s, t)) if self.pairwise else self.loss(s, t, **ctx)
+            if w != 1.0:  # x * 1.0 is x (one teacher): skip the op, not the math
+                val = w * val
+            total = val if total is None else total + val
+        assert total is not None
         return total
 
     def _connect(self, i: int, x: Tensor, target: Tensor | None) -> Tensor:
         conn = self.connectors[i]
+        if type(conn) is Identity:  # no connector: skip a module call per pair and step
+            return x
         if isinstance(conn, Connector) and target is not None:
             conn.bind_once(x.shape, target.shape)
         return conn(x)
+
+
+def _sum(values: Iterable[Tensor]) -> Tensor:
+    """``sum(values)`` without the ``0 + first`` op (the same value)."""
+    it = iter(values)
+    total = next(it)
+    for v in it:
+        total = total + v
+    return total
 
 
 def combine_by_confidence(teachers: list[list[Tensor]], logits: list[Tensor], labels: Tensor) -> list[list[Tensor]]:

@@ -197,3 +197,23 @@ def test_cli_list_show_check(tmp_path, capsys):
     assert main(["check", str(ROOT / "configs/fmnist/kd.yaml"), "--set", "teachers.teacher.weights=null"]) == 0
     out = capsys.readouterr().out
     assert "config valid" in out and "KDLoss" in out and "nothing trained" in out
+
+
+def test_docstring_and_docs_examples_validate():
+    """The YAML examples in config/run.py's docstring and docs/configs.md load (base: lines aside)."""
+    import re
+
+    from kdforge.config import run as run_module
+
+    doc_yaml = run_module.__doc__.split("::\n", 1)[1].split("\n\n", 1)[0]
+    examples = [doc_yaml] + re.findall(r"```yaml\n(.*?)```", (ROOT / "docs" / "configs.md").read_text(), flags=re.S)
+    checked = 0
+    for text in examples:
+        data = yaml.safe_load(text)
+        if not isinstance(data, dict) or "student" not in data:
+            continue
+        data.pop("base", None)
+        data.setdefault("data", {"name": "fashion_mnist"})
+        load_run_config(data)
+        checked += 1
+    assert checked >= 2

@@ -20,6 +20,9 @@ def test_demo_trains_teacher_baseline_and_kd_and_compares(tmp_path, capsys):
     assert [r["seed"] for r in res["runs"]] == [0, 1] and 0 <= res["teacher"] <= 100
     kd = json.loads((out / "seed1" / "kd" / "summary.json").read_text())
     assert kd["jobs"] == ["kd"] and kd["params"] < kd["teachers"]["teacher"]["params"]
+    # KD distils from the teacher cache built once (the teacher is not run again)
+    assert kd["teacher_cache"] == str(out / "teacher_cache") and res["teacher_cache"]["views"] == 4
+    assert (out / "teacher_cache" / "manifest.json").is_file()
 
 
 def test_demo_without_data_says_how_to_fix(tmp_path, capsys, monkeypatch):

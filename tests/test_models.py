@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from kdforge import MODELS, RegistryError
-from kdforge.models import WeightsError, build_model, count_macs, count_params, load_weights
+from kdforge.models import WeightsError, build_model, count_flops, count_macs, count_params, load_weights
 from kdforge.models.build import WeightsFileNotFoundError
 
 ZOO = [
@@ -123,6 +123,45 @@ def test_count_macs_linear_transpose_and_model_state():
     assert count_params(lin, trainable_only=True) == 3
 
 
+class _AttnMatmul(nn.Module):
+    """Layers other than Conv/Linear: a raw parameter matmul, nn.MultiheadAttention, einsum."""
+
+    def __init__(self, d: int = 16) -> None:
+        super().__init__()
+        self.w = nn.Parameter(torch.randn(d, d))
+        self.attn = nn.MultiheadAttention(d, 4, batch_first=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = x @ self.w                                   # (B, L, d) @ (d, d)
+        h, _ = self.attn(h, h, h)
+        return torch.einsum("bld,bmd->blm", h, h)
+
+
+@pytest.mark.extras
+def test_count_macs_any_architecture_attention_and_matmul():
+    b, seq, d = 2, 5, 16
+    m = _AttnMatmul(d).train()
+    matmul = b * seq * d * d
+    attn = 3 * b * seq * d * d + 2 * b * seq * seq * d + b * seq * d * d   # q/k/v proj, QK^T and AV, out proj
+    einsum = b * seq * seq * d
+    assert count_macs(m, torch.randn(b, seq, d)) == matmul + attn + einsum
+    assert m.training                                     # mode restored
+    with torch.no_grad():                                 # MHA's fused no-grad fast path is still counted
+        assert count_macs(m, torch.randn(b, seq, d)) == matmul + attn + einsum
+    per = count_flops(m, torch.randn(b, seq, d), by_module=True)
+    assert per["attn"] == 2 * attn and per[""] == 2 * (matmul + attn + einsum)
+
+
+@pytest.mark.extras
+def test_count_macs_hf_gpt2_conv1d():
+    transformers = pytest.importorskip("transformers")
+    cfg = transformers.GPT2Config(n_layer=2, n_embd=32, n_head=4, n_positions=16, vocab_size=50)
+    model = transformers.GPT2LMHeadModel(cfg)
+    seq, d, v = 8, 32, 50
+    per_layer = seq * d * 3 * d + seq * d * d + 2 * seq * 4 * d * d + 2 * seq * seq * d  # qkv, proj, mlp, attn
+    assert count_macs(model, torch.zeros(1, seq, dtype=torch.long)) == 2 * per_layer + seq * d * v
+
+
 # -------------------------------------------------------------------------------- build_model
 def test_build_model_import_spec():
     m = build_model("kdforge.models.resnet:resnet8", num_classes=3)
@@ -214,3 +253,23 @@ def test_load_weights_key_and_shape_errors(tmp_path):
         load_weights(build_model("resnet8"), tmp_path / "c100.pt")
     with pytest.raises(WeightsError, match="shape mismatches"):
         load_weights(build_model("resnet8"), tmp_path / "c100.pt", strict=False)
+
+
+def test_input_shape_from_the_model_or_assumed():
+    from kdforge.engine.report import inspect_model
+    from kdforge.models.input_shape import default_input_shape
+
+    class WithCfg(nn.Module):  # timm's convention, on any module
+        pretrained_cfg = {"input_size": (3, 48, 40)}
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(3 * 48 * 40, 2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.fc(x.flatten(1))
+
+    assert default_input_shape("mypkg:net", WithCfg()) == ((3, 48, 40), "the model's default_cfg")
+    assert default_input_shape("resnet8", build_model("resnet8"), {"in_channels": 1}) == ((1, 32, 32), None)
+    assert "input (1, 1, 32, 32) (assumed: the model does not state its input size; pass --input-shape" in \
+        inspect_model("resnet8", ["in_channels=1"], None, depth=0)

@@ -34,14 +34,14 @@ from .schema import DistillConfig, _Strict
 
 
 class DataConfig(_Strict):
-    """Which dataset (a name in :data:`kdforge.DATASETS` or ``"package.module:callable"``) and how
-    to load it; ``kwargs`` are the dataset builder's keyword arguments.
+    """Which dataset (a name in :data:`kdforge.DATASETS` or ``"package.module:callable"``; no default)
+    and how to load it; ``kwargs`` are the dataset builder's keyword arguments.
 
     ``batch_size`` is the *global* batch: under ``torchrun`` each of the N processes loads
     ``batch_size / N`` samples, so a recipe trains the same way on any number of processes.
     """
 
-    name: str = "fashion_mnist"
+    name: str
     root: str | None = None
     batch_size: int = Field(default=128, ge=1)
     eval_batch_size: int | None = Field(default=None, ge=1)
@@ -159,10 +159,37 @@ class RunConfig(DistillConfig):
     task_kwargs: dict[str, Any] = Field(default_factory=dict)
     seed: int = 0
     output_dir: str | None = Field(default=None, validation_alias=AliasChoices("output_dir", "out", "output"))
-    data: DataConfig = Field(default_factory=DataConfig)
+    imports: list[str] = Field(default_factory=list)
+    data: DataConfig
     train: TrainConfig = Field(default_factory=TrainConfig)
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    #: a teacher-output cache (``kdforge cache build``): replay its views, read the teachers' tensors from it
+    teacher_cache: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _imports_and_data(cls, v: Any) -> Any:
+        """Import ``imports:`` (user registrations) before anything is validated; require ``data:``."""
+        if not isinstance(v, dict):
+            return v
+        from ..engine.user_data import import_module, import_modules
+
+        imports = v.get("imports") or []
+        import_modules([imports] if isinstance(imports, str) else imports)
+        data = v.get("data")
+        if data is None:
+            from .. import engine  # noqa: F401  (registers the built-in datasets)
+            from ..registry import DATASETS
+
+            raise ValueError(
+                "a run config needs a data: section naming the dataset to train on (there is no default), e.g. "
+                "data: {name: image_folder, root: DIR}. Registered datasets: " + ", ".join(DATASETS.names())
+                + "; or your own builder as data: {name: 'package.module:callable'} (see docs/datasets.md)")
+        name = data.get("name") if isinstance(data, dict) else None
+        if isinstance(name, str) and ":" in name:  # found on sys.path or in the current directory
+            import_module(name.partition(":")[0], f"data.name {name!r}")
+        return v
 
     @model_validator(mode="after")
     def _known_task(self) -> "RunConfig":

@@ -11,6 +11,7 @@ from typing import Any
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from ..job import DistillJob, check_names
+from ..teacher_exec import TeacherExec
 
 #: model-name prefixes resolved by other libraries at build time (their kwargs are checked then)
 EXTERNAL_MODEL_PREFIXES = ("torchvision", "timm", "hf")
@@ -73,6 +74,7 @@ class DistillConfig(_Strict):
     student: ModelSpec = Field(validation_alias=AliasChoices("student", "model"))
     teachers: dict[str, ModelSpec] = Field(default_factory=dict)
     jobs: list[DistillJob] = Field(default_factory=list, validation_alias=AliasChoices("jobs", "mimic_jobs"))
+    teacher_exec: TeacherExec = Field(default_factory=TeacherExec)  # how teachers run (kdforge/teacher_exec.py)
 
     @field_validator("student")
     @classmethod
@@ -98,5 +100,6 @@ class DistillConfig(_Strict):
         return self.student
 
     def distill_part(self) -> "DistillConfig":
-        """Only the student, teachers and jobs (a RunConfig without its training sections)."""
-        return DistillConfig.model_validate({"student": self.student, "teachers": self.teachers, "jobs": self.jobs})
+        """Only the student, teachers, jobs and teacher_exec (a RunConfig without its training sections)."""
+        return DistillConfig.model_validate({"student": self.student, "teachers": self.teachers, "jobs": self.jobs,
+                                             "teacher_exec": self.teacher_exec})

@@ -9,6 +9,12 @@ Recognised sources (``source=``):
 ``united_perception``  ModelTC United-Perception / EOD ``mimic:`` blocks (single job or ``mimic_as_jobs``)
 ``mslim``              Midea mslim distiller dicts (``student_distill_layer``, ``teacher_distill_layer``, ``loss``, ``weights``)
 ``mmrazor``            MMRazor 1.x ``distill_losses``/``loss_forward_mappings``, 0.x ``components``, GML-style ``distill_cfg``
+``torchdistill``       torchdistill YAML: ``models``, ``train.criterion`` (criterion wrappers) and ``forward_hook`` declarations
+``mdistiller``         mdistiller yacs YAML (``DISTILLER.TYPE``, per-method loss weights, ``SOLVER``)
+
+The last two name their dataset, so they translate to a whole run config (``data:``, ``train:``,
+``num_classes``); where the dataset has no kdforge counterpart the translation says so and leaves a
+field that fails at build time instead of training on other data.
 
 What has no kdforge equivalent is dropped with a :class:`TranslationWarning` that names it; a shape
 that cannot be translated raises :class:`TranslationError`. The result always validates as a
@@ -22,7 +28,7 @@ from typing import Any, Iterator, Mapping
 
 import yaml
 
-from .loading import ConfigError, load, read_yaml
+from .loading import ConfigError, load
 from .schema import DistillConfig
 from .translators import TRANSLATORS, TranslationError, TranslationWarning
 from .translators.common import is_expr
@@ -32,13 +38,15 @@ SOURCES: tuple[str, ...] = tuple(TRANSLATORS)
 
 _ALIASES = {"up": "united_perception", "eod": "united_perception", "united-perception": "united_perception",
             "unitedperception": "united_perception", "gml": "mmrazor", "mmseg-distiller": "mmrazor",
-            "midea": "mslim"}
+            "midea": "mslim", "megvii": "mdistiller"}
 
 _SHAPES = ("united_perception: a 'mimic:' block (student/teacher 'mimic_name' lists, or 'mimic_as_jobs: True' with "
            "mimic_job0, mimic_job1, ...)",
            "mslim: a dict with 'student_distill_layer', 'teacher_distill_layer', 'loss' and 'weights' lists",
            "mmrazor: 'model.distiller' with 'distill_losses' + 'loss_forward_mappings' (1.x), "
-           "'algorithm.distiller.components' (0.x), or 'distiller.distill_cfg' (GML-style)")
+           "'algorithm.distiller.components' (0.x), or 'distiller.distill_cfg' (GML-style)",
+           "torchdistill: 'models' (teacher_model, student_model) and 'train' with a 'criterion'",
+           "mdistiller: 'DISTILLER' with 'TYPE', 'TEACHER', 'STUDENT' (and 'SOLVER')")
 
 __all__ = ["SOURCES", "TranslationError", "TranslationWarning", "convert_file", "detect_source", "to_yaml",
            "translate"]
@@ -75,7 +83,11 @@ def translate(data: Mapping[str, Any], source: str | None = None) -> dict[str, A
         raise TranslationError(f"this config does not have the {name} shape; expected {_SHAPES[SOURCES.index(name)]}")
     cfg = module.translate(data)
     try:
-        load(DistillConfig, cfg, context={"check_names": False})  # structure only: models/losses may be the user's
+        load(DistillConfig, {k: v for k, v in cfg.items() if k in ("student", "teachers", "jobs")},
+             context={"check_names": False})  # structure only: models/losses may be the user's
+        if "data" in cfg:  # a whole run config (the source named its dataset and training schedule)
+            from .run import RunConfig
+            load(RunConfig, cfg, context={"check_names": False})
     except ConfigError as e:  # a translator bug or a source value of the wrong type
         raise TranslationError(f"the {name} config translated to an invalid kdforge config: {e}") from None
     return cfg
@@ -117,10 +129,15 @@ def _strings(x: Any) -> Iterator[str]:
 def _read_source(p: Path, source: str | None) -> Mapping[str, Any]:
     """The config mapping of a YAML/JSON or Python file (Python: top-level names, else a nested dict)."""
     if p.suffix != ".py":
+        from .translators.torchdistill import TorchdistillLoader  # safe: torchdistill's tags become placeholders
+
         try:
-            return read_yaml(p)
-        except ConfigError as e:
-            raise TranslationError(str(e)) from None
+            data = yaml.load(p.read_text(), Loader=TorchdistillLoader)  # noqa: S506 - a SafeLoader subclass
+        except yaml.YAMLError as e:
+            raise TranslationError(f"{p}: not valid YAML: {e}") from None
+        if not isinstance(data, dict):
+            raise TranslationError(f"{p}: a config must be a mapping at top level, got {type(data).__name__}")
+        return data
     module, nested, _ = read_pyconfig(p)
     candidates = [module] + nested
     want = TRANSLATORS[_source_name(source)] if source is not None else None

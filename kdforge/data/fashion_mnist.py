@@ -16,12 +16,15 @@ import math
 import os
 import zlib
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import Dataset
+
+from .transforms import ReplayableTransform
+from .wrappers import WithIndex  # noqa: F401  (re-exported: it lived here before)
 
 DEFAULT_DIRS: tuple[str, ...] = ("$KDFORGE_DATA", "/usr/share/datasets/fashion-mnist", "./data/fashion-mnist")
 FILES = {
@@ -179,37 +182,14 @@ class FashionMNIST(Dataset):
         return list(zip(x.unbind(0), self.targets[idx].tolist()))
 
 
-class WithIndex(Dataset):
-    """Wrap a dataset of ``(x, y)`` to return ``(x, y, index)`` (CRD's memory bank needs the index)."""
-
-    def __init__(self, dataset: Dataset) -> None:
-        self.dataset = dataset
-
-    def __len__(self) -> int:
-        return len(self.dataset)  # type: ignore[arg-type]
-
-    def __getitem__(self, i: int) -> tuple[Any, Any, int]:
-        x, y = self.dataset[i]
-        return x, y, i
-
-    def __getitems__(self, indices: Sequence[int]) -> list[tuple[Any, Any, int]]:
-        fetch = getattr(self.dataset, "__getitems__", None)
-        items = fetch(list(indices)) if callable(fetch) else [self.dataset[i] for i in indices]
-        return [(x, y, i) for (x, y), i in zip(items, indices)]
-
-    def __getattr__(self, name: str) -> Any:  # targets, CLASSES, ... of the wrapped dataset
-        if name == "dataset":
-            raise AttributeError(name)
-        return getattr(self.dataset, name)
-
-
 # ------------------------------------------------------------------------------- augmentation
-class RandomCropFlip:
+class RandomCropFlip(ReplayableTransform):
     """Random crop after zero padding, and random horizontal flip, as tensor ops (no torchvision).
 
     Works on one image ``(C, H, W)`` or a batch ``(N, C, H, W)`` (each image gets its own crop and
     flip). ``fill`` is the padding value; the default is black after Fashion-MNIST normalisation.
-    Pass a ``torch.Generator`` for reproducible draws.
+    Pass a ``torch.Generator`` for reproducible draws. Replayable (:mod:`kdforge.data.transforms`):
+    the parameters are ``dy``, ``dx`` (crop offsets in ``0..2*padding``) and ``flip`` (bool).
     """
 
     def __init__(self, padding: int = 2, flip_p: float = 0.5, fill: float = -MEAN / STD,
@@ -218,24 +198,29 @@ class RandomCropFlip:
             raise ValueError(f"RandomCropFlip needs padding >= 0 and 0 <= flip_p <= 1, got {padding}, {flip_p}")
         self.padding, self.flip_p, self.fill, self.generator = padding, flip_p, fill, generator
 
-    def __call__(self, x: Tensor) -> Tensor:
-        single = x.dim() == 3
-        if single:
-            x = x.unsqueeze(0)
-        if x.dim() != 4:
-            raise ValueError(f"RandomCropFlip expects (C, H, W) or (N, C, H, W), got shape {tuple(x.shape)}")
-        n, _, h, w = x.shape
-        p, g = self.padding, self.generator
+    def draw(self, n: int, generator: torch.Generator | None = None) -> dict[str, Tensor]:
+        p = self.padding
+        if p:  # same draw order as ever (dy, dx, flip): seeded runs keep their augmentation stream
+            dy = torch.randint(0, 2 * p + 1, (n,), generator=generator).to(torch.int16)
+            dx = torch.randint(0, 2 * p + 1, (n,), generator=generator).to(torch.int16)
+        else:
+            dy = dx = torch.zeros(n, dtype=torch.int16)
+        return {"dy": dy, "dx": dx, "flip": torch.rand(n, generator=generator) < self.flip_p}
+
+    def apply(self, x: Tensor, params: Mapping[str, Tensor]) -> Tensor:
+        n, c, h, w = x.shape
+        p = self.padding
         if p:
             padded = torch.nn.functional.pad(x, (p, p, p, p), value=self.fill)
-            dy = torch.randint(0, 2 * p + 1, (n,), generator=g)
-            dx = torch.randint(0, 2 * p + 1, (n,), generator=g)
+            dy, dx = params["dy"].long(), params["dx"].long()
             rows = (dy[:, None] + torch.arange(h))[:, None, :, None]  # (N, 1, H, 1)
             cols = (dx[:, None] + torch.arange(w))[:, None, None, :]  # (N, 1, 1, W)
-            x = padded[torch.arange(n)[:, None, None, None], torch.arange(x.shape[1])[None, :, None, None], rows, cols]
-        flip = torch.rand(n, generator=g) < self.flip_p
-        x = torch.where(flip[:, None, None, None], x.flip(-1), x)
-        return x[0] if single else x
+            x = padded[torch.arange(n)[:, None, None, None], torch.arange(c)[None, :, None, None], rows, cols]
+        flip = params["flip"].to(torch.bool)
+        return torch.where(flip[:, None, None, None], x.flip(-1), x)
+
+    def spec(self) -> dict[str, Any]:
+        return {"type": "RandomCropFlip", "padding": self.padding, "flip_p": self.flip_p, "fill": self.fill}
 
     def __repr__(self) -> str:
         return f"RandomCropFlip(padding={self.padding}, flip_p={self.flip_p})"

@@ -21,7 +21,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -165,6 +165,12 @@ class _Scenes(Dataset):
         x = self.data["images"][i].float().div_(255.0)
         return self.transform(x) if self.transform is not None else x
 
+    def _images(self, idx: Tensor) -> list[Tensor]:
+        """A batch of images in one gather + one conversion (``transform`` stays per image: it may
+        expect ``(C, H, W)``)."""
+        x = self.data["images"][idx].float().div_(255.0)
+        return [self.transform(im) for im in x] if self.transform is not None else list(x.unbind(0))
+
 
 class SegScenes(_Scenes):
     """Segmentation scenes: ``(image float (1,S,S) in [0,1], mask long (S,S) in 0..10)``.
@@ -177,6 +183,11 @@ class SegScenes(_Scenes):
 
     def __getitem__(self, i: int) -> tuple[Tensor, Tensor]:
         return self._image(i), self.data["masks"][i].long()
+
+    def __getitems__(self, indices: Sequence[int]) -> list[tuple[Tensor, Tensor]]:
+        """A whole batch at once (the DataLoader uses this when present); same items as ``[self[i] ...]``."""
+        idx = torch.as_tensor(indices, dtype=torch.long)
+        return list(zip(self._images(idx), self.data["masks"][idx].long().unbind(0)))
 
 
 class DetScenes(_Scenes):
@@ -191,6 +202,13 @@ class DetScenes(_Scenes):
         k = int(self.data["num_boxes"][i])
         return self._image(i), {"boxes": self.data["boxes"][i, :k].clone(),
                                 "labels": self.data["labels"][i, :k].clone()}
+
+    def __getitems__(self, indices: Sequence[int]) -> list[tuple[Tensor, dict[str, Tensor]]]:
+        """A whole batch at once (the DataLoader uses this when present); same items as ``[self[i] ...]``."""
+        idx = torch.as_tensor(indices, dtype=torch.long)
+        boxes, labels, ks = self.data["boxes"][idx], self.data["labels"][idx], self.data["num_boxes"][idx].tolist()
+        return [(im, {"boxes": b[:k], "labels": lab[:k]})
+                for im, b, lab, k in zip(self._images(idx), boxes, labels, ks)]
 
 
 def det_collate(batch: list[tuple[Tensor, dict[str, Tensor]]]) -> tuple[Tensor, list[dict[str, Tensor]]]:

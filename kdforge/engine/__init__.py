@@ -6,6 +6,7 @@ builders (register your own dataset there).
 from .checkpoint import CheckpointError, read_checkpoint
 from .data import DATASETS, build_datasets
 from . import dense_data, optim  # noqa: F401  (registers scenes datasets and torch.optim optimisers)
+from . import user_data  # noqa: F401  (registers image_folder, cifar10, cifar100)
 from .distributed import DeviceError
 from .loop import TrainingError, evaluate
 from .schedule import LRFactor, build_scheduler

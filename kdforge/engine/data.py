@@ -26,6 +26,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 
 from ..config.run import DataConfig
+from ..data.wrappers import WithIndex
 from ..data.fashion_mnist import MEAN, STD
 from ..registry import DATASETS
 
@@ -66,18 +67,8 @@ def text(cfg: DataConfig, seed: int, seq_len: int = 128, pattern: str = "*.py", 
                        max_train_bytes=max_train_bytes, max_val_bytes=max_val_bytes)
 
 
-class IndexedDataset(Dataset):
-    """Items ``(*item, index)``: the position in this dataset (what CRD's memory bank needs)."""
-
-    def __init__(self, dataset: Dataset) -> None:
-        self.dataset = dataset
-
-    def __len__(self) -> int:
-        return len(self.dataset)  # type: ignore[arg-type]
-
-    def __getitem__(self, i: int) -> tuple[Any, ...]:
-        item = self.dataset[i]
-        return (*item, i) if isinstance(item, tuple) else (item, i)
+#: the engine's name for :class:`kdforge.data.WithIndex` (kept: older code imports it from here)
+IndexedDataset = WithIndex
 
 
 def build_datasets(cfg: DataConfig, seed: int) -> tuple[Dataset, Dataset, Any]:
@@ -89,7 +80,7 @@ def build_datasets(cfg: DataConfig, seed: int) -> tuple[Dataset, Dataset, Any]:
     if cfg.test_subset is not None and cfg.test_subset < len(evals):
         evals = Subset(evals, range(cfg.test_subset))
     if cfg.with_index:
-        train = IndexedDataset(train)
+        train = WithIndex(train)
     return train, evals, collate
 
 

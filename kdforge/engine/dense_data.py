@@ -18,7 +18,7 @@ not change the scenes (they are the same data for every run), only the split whe
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 from torch import Tensor
@@ -26,6 +26,7 @@ from torch.utils.data import Dataset, Subset
 
 from ..config import ConfigError
 from ..config.run import DataConfig
+from ..data.wrappers import fetch_many
 from ..registry import DATASETS
 
 
@@ -41,7 +42,15 @@ class HFlip(Dataset):
         return len(self.dataset)  # type: ignore[arg-type]
 
     def __getitem__(self, i: int) -> tuple[Tensor, Any]:
-        image, target = self.dataset[i]
+        return self._flip(self.dataset[i])
+
+    def __getitems__(self, indices: Sequence[int]) -> list[tuple[Tensor, Any]]:
+        """A batch through the wrapped dataset's batched path; one draw per item, in the same order
+        as ``[self[i] for i in indices]``."""
+        return [self._flip(item) for item in fetch_many(self.dataset, indices)]
+
+    def _flip(self, item: tuple[Tensor, Any]) -> tuple[Tensor, Any]:
+        image, target = item
         if torch.rand(()) >= self.p:
             return image, target
         image = image.flip(-1)

@@ -25,6 +25,18 @@ def call_model(model: nn.Module, inputs: Any) -> Any:
     return model(**inputs) if isinstance(inputs, Mapping) else model(inputs)
 
 
+def split_cached(batch: Any, device: torch.device) -> tuple[Any, dict[str, Any]]:
+    """``(batch, {"teacher_outputs": …} on device)`` for a batch from a teacher cache
+    (:class:`kdforge.cache.CachedBatch`), ``(batch, {})`` otherwise."""
+    from ..cache.replay import CachedBatch
+
+    if not isinstance(batch, CachedBatch):
+        return batch, {}
+    nb = device.type == "cuda"
+    outs = {t: {k: v.to(device, non_blocking=nb) for k, v in taps.items()} for t, taps in batch.teacher_outputs.items()}
+    return batch.batch, {"teacher_outputs": outs}
+
+
 def batch_len(inputs: Any, targets: Any) -> int:
     """Samples in a batch: the first dimension of the input tensor, else ``len(targets)``."""
     if isinstance(inputs, Tensor) and inputs.dim() > 0:
@@ -63,10 +75,11 @@ def train_epoch(s: Step, loader: Iterable[Any], epoch: int, epochs: int, ctx: Di
     t0 = time.perf_counter()
     lr = float(s.optimizer.param_groups[0]["lr"])
     for i, batch in enumerate(loader):
+        batch, cached = split_cached(batch, s.device)
         inputs, targets = s.task.batch_to(batch, s.device)
         with autocast(s.amp, s.device):
             if s.distiller is not None:
-                out, kd = s.net(inputs, **s.task.loss_context(targets, batch), epoch=epoch)
+                out, kd = s.net(inputs, **s.task.loss_context(targets, batch), epoch=epoch, **cached)
             else:
                 out, kd = call_model(s.net, inputs), None
             task_loss = s.task.criterion(out, targets)

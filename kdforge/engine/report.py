@@ -147,6 +147,8 @@ def inspect_model(name: str, kwargs: Sequence[str] = (), input_shape: str | None
     random sample — the strings to use as taps (``"layer3"``, ``"fc:input"``, ``""`` = the output)."""
     from ..models import build_model, count_macs, count_params
 
+    from ..models.input_shape import default_input_shape
+
     kw = parse_kwargs(kwargs)
     model = build_model(name, **kw)
     if input_shape:
@@ -154,8 +156,11 @@ def inspect_model(name: str, kwargs: Sequence[str] = (), input_shape: str | None
             shape = tuple(int(v) for v in input_shape.replace("x", ",").split(",") if v.strip())
         except ValueError:
             raise ConfigError(f"--input-shape {input_shape!r} must look like C,H,W (e.g. 1,28,28)") from None
+        source = "--input-shape"
     else:
-        shape = (int(kw.get("in_channels", 3)), 32, 32)
+        shape, learnt = default_input_shape(name, model, kw)
+        source = (f"from {learnt}" if learnt else
+                  f"assumed: the model does not state its input size; pass --input-shape C,H,W if it expects another")
     x = torch.randn(1, *shape)
     outs: dict[str, Any] = {}
     hooks = [m.register_forward_hook(lambda _m, _i, o, n=n: outs.setdefault(n, o))
@@ -173,7 +178,8 @@ def inspect_model(name: str, kwargs: Sequence[str] = (), input_shape: str | None
     rows = [("(output)" if not n else n, type(m).__name__, _shape(outs[n]) if n in outs else "(not called)")
             for n, m in model.named_modules() if depth is None or (n.count(".") + 1 if n else 0) <= depth]
     widths = [max(len(r[i]) for r in rows + [("tap path", "type", "output shape")]) for i in range(3)]
-    lines = [f"{name}: {count_params(model):,} params, {human(count_macs(model, x))} MACs, input {tuple(x.shape)}",
+    lines = [f"{name}: {count_params(model):,} params, {human(count_macs(model, x))} MACs, "
+             f"input {tuple(x.shape)} ({source})",
              "  ".join(h.ljust(w) for h, w in zip(("tap path", "type", "output shape"), widths))]
     lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
     lines.append('Tap "PATH" for a module\'s output, "PATH:input" for its input, "" for the model output.')

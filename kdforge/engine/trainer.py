@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..build import build_distiller, build_model_from_spec
 from ..config.run import RunConfig, load_run_config
-from ..distiller import Distiller
+from ..distiller import Distiller, ExternalTeacher
 from ..registry import TASKS
 from .amp import check_amp, make_scaler
 from .checkpoint import FORMAT, VERSION, CheckpointError, atomic_save, load_module_state, preserved_rng, \
@@ -32,7 +32,7 @@ from .checkpoint import FORMAT, VERSION, CheckpointError, atomic_save, load_modu
 from .data import ShardSampler, build_datasets, make_loader
 from .distributed import DistContext, barrier, cleanup, init_distributed
 from .logging import CSVLog, TensorBoard, say
-from .loop import Step, TrainingError, evaluate, train_epoch
+from .loop import Step, TrainingError, evaluate, split_cached, train_epoch
 from .optim import build_optimizer
 from .schedule import build_scheduler
 
@@ -60,6 +60,9 @@ class Trainer:
         given = (["student"] if model is not None else []) + list(teachers or {})
         self.cfg = load_run_config(copy.deepcopy(dict(cfg)) if isinstance(cfg, Mapping) else cfg, overrides, given)
         self._model, self._teachers, self._datasets, self.verbose = model, dict(teachers or {}), datasets, verbose
+        self._config_path = cfg if isinstance(cfg, (str, Path)) else None
+        self._cache: Any = None  # the TeacherCache when cfg.teacher_cache is set (kdforge.cache)
+        self._cached_views: Any = None
         self.student: nn.Module | None = None
         self.distiller: Distiller | None = None
         self._prior_time = 0.0  # training seconds before a resume
@@ -78,17 +81,24 @@ class Trainer:
             raise TrainingError(f"data.batch_size={cfg.batch_size} is the global batch; it must divide by the "
                                 f"{ctx.world_size} processes")
         bs = cfg.batch_size // ctx.world_size
+        refresh_ds, train_collate = train_ds, collate
+        if self._cache is not None:  # replay cached views; teacher tensors come with the batch
+            from ..cache import CachedCollate, replay_views
+            train_ds = replay_views(self.cfg, self._cache, train_ds)
+            self._cached_views, train_collate = train_ds, CachedCollate(collate)
+            say(f"teacher cache {self.cfg.teacher_cache}: {self._cache.views} view(s) per sample, teachers "
+                f"{list(self._cache.manifest['teachers'])} (not built)", self._show(ctx))
         ebs = max(1, (cfg.eval_batch_size or cfg.batch_size) // ctx.world_size)
         self._train_sampler = ShardSampler(len(train_ds), ctx.rank, ctx.world_size, True, self.cfg.seed)  # type: ignore[arg-type]
         eval_sampler = ShardSampler(len(eval_ds), ctx.rank, ctx.world_size, False, pad=False)  # type: ignore[arg-type]
         pin = ctx.device.type == "cuda"
-        train_loader = make_loader(train_ds, bs, self._train_sampler, cfg.num_workers, collate, pin)
+        train_loader = make_loader(train_ds, bs, self._train_sampler, cfg.num_workers, train_collate, pin)
         eval_loader = make_loader(eval_ds, ebs, eval_sampler, cfg.num_workers, collate, pin)
         if len(train_loader) == 0:
             raise TrainingError("the training set is empty; check data.train_subset and data.root")
-        self._first_batch_loader = DataLoader(train_ds, batch_size=min(bs, 8), shuffle=False, collate_fn=collate)
+        self._first_batch_loader = DataLoader(train_ds, batch_size=min(bs, 8), shuffle=False, collate_fn=train_collate)
         # in order, for losses that refresh state from data before an epoch (Distiller.on_epoch_start)
-        self._refresh_loader = DataLoader(train_ds, batch_size=bs, shuffle=False, collate_fn=collate)
+        self._refresh_loader = DataLoader(refresh_ds, batch_size=bs, shuffle=False, collate_fn=collate)
         return train_loader, eval_loader, train_ds
 
     def _models(self, ctx: DistContext) -> nn.Module:
@@ -99,7 +109,13 @@ class Trainer:
             if cfg.teachers:
                 say("note: no jobs, so the teachers are not used (plain training of `model`)", self._show(ctx))
             return student.to(ctx.device)
-        self.distiller = build_distiller(cfg, student=student, teachers=self._teachers,
+        teachers = dict(self._teachers)
+        if self.cfg.teacher_cache:  # served from the cache: those teachers are not built
+            from ..cache import open_cache
+            self._cache = open_cache(cfg, self._config_path)
+            teachers.update({name: ExternalTeacher(list(e["taps"]), f"teacher cache {cfg.teacher_cache!r}", e["num_params"])
+                             for name, e in self._cache.manifest["teachers"].items() if name in cfg.teachers})
+        self.distiller = build_distiller(cfg, student=student, teachers=teachers,
                                          warn=lambda m: say(f"warning: {m}", self._show(ctx)))
         return self.distiller.to(ctx.device)
 
@@ -118,10 +134,10 @@ class Trainer:
             net = self._models(ctx)  # before the data: weights/tap errors surface without reading a dataset
             train_loader, eval_loader, _ = self._data(ctx, task)
             with preserved_rng():
-                first = next(iter(self._first_batch_loader))
+                first, cached = split_cached(next(iter(self._first_batch_loader)), ctx.device)
                 inputs, targets = task.batch_to(first, ctx.device)
                 if self.distiller is not None:  # materialise lazy connectors before the optimizer and DDP
-                    self.distiller.dry_run(inputs, **task.loss_context(targets, first), epoch=0)
+                    self.distiller.dry_run(inputs, **task.loss_context(targets, first), epoch=0, **cached)
             params = self.distiller.learnable_parameters() if self.distiller is not None else \
                 [p for p in net.parameters() if p.requires_grad]
             optimizer = build_optimizer(tc.optimizer.name, tc.optimizer.kwargs, params)
@@ -161,6 +177,8 @@ class Trainer:
                 with preserved_rng():  # a refresh pass must not shift the run's random stream
                     self.distiller.on_epoch_start(epoch, self._refresh_loader)
             self._train_sampler.set_epoch(epoch)
+            if self._cached_views is not None:
+                self._cached_views.set_epoch(epoch)  # which cached view each sample replays
             train_loader.generator.manual_seed(cfg.seed * 100_003 + epoch)  # worker seeds per epoch
             row: dict[str, Any] = {"epoch": epoch + 1}
             row.update(train_epoch(step, train_loader, epoch, tc.epochs, ctx, tc.log_every, show))
@@ -255,7 +273,8 @@ class Trainer:
         teachers = self.distiller.teachers if self.distiller is not None else {}
         return {"name": self.cfg.name, "task": self.cfg.task, "run_dir": str(self.cfg.run_dir),
                 "model": self.cfg.model.name, "params": count_params(self.student), "macs": macs,
-                "teachers": {n: {"params": count_params(t)} for n, t in teachers.items()},
+                "teachers": {n: {"params": getattr(t, "num_params", None) or count_params(t)} for n, t in teachers.items()},
+                "teacher_cache": self.cfg.teacher_cache if self._cache is not None else None,
                 "jobs": [j.name for j in self.distiller.jobs] if self.distiller is not None else [],
                 "main_metric": main_metric,
                 "best": best, "final": metrics, "epochs": self.cfg.train.epochs, "train_time_s": t_train,

@@ -19,6 +19,14 @@ How the Distiller calls it (class attributes a loss may override):
     (one entry per teacher) and ``ctx["teacher_weights"]``; otherwise the job calls it once per teacher
     and averages with the teacher weights.
 
+``teacher_via_softmax = False``
+    ``True`` when the loss sees each teacher tensor only through ``softmax(t / T)`` along dim 1 (KD,
+    DKD, DIST): then a teacher cache may store those logits as top-k with a renormalised tail
+    (:mod:`kdforge.cache.topk`). Losses that read raw logits (``logit_std``) keep the default.
+``needs_teacher_model = False``
+    ``True`` when :meth:`setup` or ``on_epoch_start`` need the teacher *module* (MGD's matching pass,
+    OFD's margins from the teacher's BatchNorm): such a job cannot train from a teacher cache.
+
 ``setup(student, teachers, student_taps, teacher_taps)`` (optional method)
     called once by the Distiller at construction with the student module, the job's teacher
     modules (list, in job order) and the job's tap specs, for losses that need the models
@@ -50,6 +58,8 @@ class DistillLoss(nn.Module):
     pairwise: ClassVar[bool] = True
     same_shape: ClassVar[bool] = True
     multi_teacher: ClassVar[bool] = False
+    teacher_via_softmax: ClassVar[bool] = False
+    needs_teacher_model: ClassVar[bool] = False
 
 
 def kl_with_temperature(student: Tensor, teacher: Tensor, T: float, dim: int = 1) -> Tensor:

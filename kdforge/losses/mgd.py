@@ -7,16 +7,14 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy.optimize import linear_sum_assignment
 from torch import Tensor, nn
 
-from ..connectors import Connector
-from ..registry import CONNECTORS, LOSSES
+from ..connectors.mgd import REDUCERS, ChannelReducer
+from ..registry import LOSSES
 from .base import DistillLoss, ShapeMismatchError, check_rank
 from .ft import batch_inputs
 from .ofd import ofd_margin
 
-REDUCERS = ("amp", "rd", "sp", "sm")
 
 
 def channel_cost(student: Tensor, teacher: Tensor) -> Tensor:
@@ -34,6 +32,8 @@ def solve_matching(cost: np.ndarray | Tensor, groups: int) -> Tensor:
     linear assignment (here with ``scipy.optimize.linear_sum_assignment``). Returns a
     ``(groups, C_s)`` index tensor: ``out[g, i]`` is the g-th teacher channel of student channel i.
     """
+    from scipy.optimize import linear_sum_assignment  # imported here: 0.5 s of start-up `import kdforge` need not pay
+
     cost = cost.detach().cpu().double().numpy() if isinstance(cost, Tensor) else np.asarray(cost, dtype=float)
     c_s, c_t = cost.shape
     if groups * c_s > c_t:
@@ -83,6 +83,7 @@ class MGDLoss(DistillLoss):
     """
 
     same_shape = False
+    needs_teacher_model = True  # the matching pass runs the teacher
 
     def __init__(self, reducer: str = "amp", student_bn: bool = True, update_freq: int = 2,
                  max_samples: int | None = 20000, auto_init: bool = True, teacher_bn: str | None = None) -> None:
@@ -239,34 +240,6 @@ class MGDLoss(DistillLoss):
         target = torch.maximum(t, m.view(1, -1, 1, 1))
         mask = ((s > target) | (target > 0)).to(s.dtype)
         return ((s - target).pow(2) * mask).sum() / student.shape[0]
-
-
-@CONNECTORS.register("mgd_reducer")
-class ChannelReducer(Connector):
-    """MGD's channel reducer: teacher (N, C_t, H, W) → (N, C_s, H, W) by a ``matching`` (G, C_s) of
-    teacher channel indices: ``amp`` keeps per position the group member of largest absolute value,
-    ``rd`` a random member, ``sp`` only the first (sparse matching). Also reduces the per-channel
-    margins (mean over the group for ``amp``, as the official code). Parameter-free."""
-
-    def __init__(self, reducer: str = "amp") -> None:
-        super().__init__()
-        if reducer not in REDUCERS:
-            raise ValueError(f"mgd_reducer: unknown reducer {reducer!r}; use one of {REDUCERS}")
-        self.reducer = "sp" if reducer == "sm" else reducer
-
-    def forward(self, teacher: Tensor, matching: Tensor, margin: Tensor) -> tuple[Tensor, Tensor]:  # type: ignore[override]
-        g, c_s = matching.shape
-        n, _, h, w = teacher.shape
-        t = teacher[:, matching.flatten()].view(n, g, c_s, h, w)
-        m = margin.to(teacher.dtype)[matching]  # (G, C_s)
-        if self.reducer == "sp" or g == 1:
-            return t[:, 0], m[0]
-        if self.reducer == "amp":
-            idx = t.abs().argmax(dim=1, keepdim=True)
-            return t.gather(1, idx).squeeze(1), m.mean(0)
-        idx = torch.randint(0, g, (n, 1, c_s, h, w), device=t.device)
-        m_idx = torch.randint(0, g, (1, c_s), device=t.device)
-        return t.gather(1, idx).squeeze(1), m.gather(0, m_idx).squeeze(0)
 
 
 class _CostAccumulator:

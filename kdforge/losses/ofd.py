@@ -76,6 +76,11 @@ class OFDLoss(DistillLoss):
 
     pairwise = False
 
+    @property
+    def needs_teacher_model(self) -> bool:  # type: ignore[override]
+        """Margins not given: :meth:`setup` reads them from the teacher's BatchNorm."""
+        return not self.n_margins
+
     def __init__(self, margin: MarginSpec | None = None, teacher_bn: str | Sequence[str] | None = None,
                  layer_weights: Sequence[float] | None = None) -> None:
         super().__init__()

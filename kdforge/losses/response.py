@@ -29,6 +29,7 @@ class KDLoss(DistillLoss):
     """
 
     multi_teacher = True
+    teacher_via_softmax = True
 
     def __init__(self, T: float = 4.0) -> None:
         super().__init__()
@@ -89,6 +90,8 @@ class DKDLoss(DistillLoss):
     logit; we drop the target column instead, which is the same quantity without the magic constant.
     """
 
+    teacher_via_softmax = True
+
     def __init__(self, alpha: float = 1.0, beta: float = 8.0, T: float = 4.0) -> None:
         super().__init__()
         if T <= 0:
@@ -140,6 +143,8 @@ class DISTLoss(DistillLoss):
     uses ``beta=gamma=2, tau=4`` on CIFAR-100). The :math:`\tau^2` factor and the ``1e-8`` in the
     correlation's denominator follow the official code.
     """
+
+    teacher_via_softmax = True
 
     def __init__(self, beta: float = 1.0, gamma: float = 1.0, tau: float = 1.0) -> None:
         super().__init__()

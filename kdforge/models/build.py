@@ -44,8 +44,21 @@ def _external(lib: str, name: str, kwargs: dict[str, Any]) -> nn.Module:
             f"model {lib}:{name} needs the {lib} package, which is not installed; "
             f"run `pip install {lib}` (or `pip install kdforge[vision]`)"
         ) from None
+    except Exception as e:  # e.g. a torchvision built for another torch version fails with RuntimeError
+        raise ImportError(f"model {lib}:{name}: {lib} is installed but does not import ({type(e).__name__}: {e}); "
+                          f"install the {lib} version built for torch {torch.__version__}") from None
     if lib == "timm":
+        if not module.is_model(name):
+            hint = module.list_models(f"*{name}*")[:8]
+            raise ValueError(f"unknown timm model {name!r}" + (f"; similar: {', '.join(hint)}" if hint else "")
+                             + " (timm.list_models('*pattern*') lists them)")
         return module.create_model(name, **kwargs)
+    names = module.models.list_models()
+    if name not in names:
+        from ..registry import closest
+        hint = closest(name, names)
+        raise ValueError(f"unknown torchvision model {name!r}" + (f"; did you mean {', '.join(hint)}?" if hint else "")
+                         + " (torchvision.models.list_models() lists them)")
     return module.models.get_model(name, **kwargs)
 
 

@@ -163,11 +163,11 @@ def centernet_decode(outputs: dict[str, Tensor], score_thresh: float = 0.05, top
     hm = torch.sigmoid(outputs["heatmap"].float())
     n, k, H, W = hm.shape
     peaks = hm * (F.max_pool2d(hm, 3, stride=1, padding=1) == hm)
-    scores, idx = peaks.view(n, -1).topk(min(topk, k * H * W))
+    scores, idx = peaks.reshape(n, -1).topk(min(topk, k * H * W))
     labels, pix = idx // (H * W), idx % (H * W)
     ys, xs = (pix // W).float(), (pix % W).float()
-    wh = outputs["wh"].float().view(n, 2, -1)
-    off = outputs["offset"].float().view(n, 2, -1)
+    wh = outputs["wh"].float().reshape(n, 2, -1)
+    off = outputs["offset"].float().reshape(n, 2, -1)
     res = []
     for i in range(n):
         w, h = wh[i, 0, pix[i]].clamp(min=0), wh[i, 1, pix[i]].clamp(min=0)

@@ -1,20 +1,24 @@
-"""Model size and cost: parameter counts and multiply-accumulates (MACs).
+"""Model size and cost: parameter counts, FLOPs and multiply-accumulates (MACs) of any architecture.
 
-``count_macs`` counts the MACs of convolution (``Conv1d/2d/3d``, ``ConvTranspose1d/2d/3d``) and
-``Linear`` layers (and Hugging Face's GPT-2-style ``Conv1D``, a linear layer with transposed weights)
-only — the usual "FLOPs" figure of KD papers (which is really MACs). Norms, activations, pooling,
-additions, biases and attention's score/value products are not counted.
+``count_flops`` runs one forward pass under PyTorch's own counter,
+:class:`torch.utils.flop_counter.FlopCounterMode`, which counts at the level of aten operators: every
+matrix multiply (``mm``/``addmm``/``bmm``/``baddbmm``, so ``nn.Linear``, ``F.linear``, ``@``/``matmul``,
+``einsum``, HF's ``Conv1D``), every convolution (transposed and grouped too) and scaled-dot-product
+attention (``QKᵀ`` and ``AV``, also on CPU; causal masks are not discounted) — whatever module issues it. A multiply-add is 2 FLOPs; ``count_macs`` is FLOPs / 2, the
+"FLOPs" figure of KD papers (really MACs). Norms, activations, pooling, element-wise additions and
+biases are not counted (as in the papers' tables).
+
+The forward runs with autograd *enabled* (in eval mode, with BN statistics untouched): under
+``no_grad`` modules such as ``nn.MultiheadAttention``/``nn.TransformerEncoderLayer`` take a fused
+fast path whose kernels the counter does not see.
 """
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
 from torch import Tensor, nn
-
-_CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
-_CONV_T = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+from torch.utils.flop_counter import FlopCounterMode, flop_registry, sdpa_flop_count
 
 
 def count_params(model: nn.Module, trainable_only: bool = False) -> int:
@@ -22,57 +26,58 @@ def count_params(model: nn.Module, trainable_only: bool = False) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 
 
-def _layer_macs(module: nn.Module, inputs: tuple[Any, ...], output: Tensor) -> int:
-    if isinstance(module, _CONV):
-        # every output element: (in_channels / groups) × kernel elements
-        per_out = module.in_channels // module.groups * math.prod(module.kernel_size)
-        return output.numel() * per_out
-    if isinstance(module, _CONV_T):
-        # every input element is spread over (out_channels / groups) × kernel elements
-        per_in = module.out_channels // module.groups * math.prod(module.kernel_size)
-        return inputs[0].numel() * per_in
-    if isinstance(module, nn.Linear):
-        return output.numel() * module.in_features
-    if _is_hf_conv1d(module):
-        return output.numel() * module.weight.shape[0]
-    return 0
+def _sdpa_cpu_flops(query_shape: Any, key_shape: Any, value_shape: Any, *args: Any, **kwargs: Any) -> int:
+    return sdpa_flop_count(query_shape, key_shape, value_shape)
 
 
-def _is_hf_conv1d(module: nn.Module) -> bool:
-    """transformers' ``Conv1D`` (GPT-2): ``x @ W + b`` with ``W`` of shape (in, out)."""
-    return type(module).__name__ == "Conv1D" and hasattr(module, "nf") and getattr(module, "weight", None) is not None
+def _extra_formulas() -> dict[Any, Any]:
+    """Operators the installed torch's counter lacks: the CPU flash-attention kernel that
+    ``F.scaled_dot_product_attention`` (HF models, ``nn.MultiheadAttention``) runs on CPU."""
+    op = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
+    return {op: _sdpa_cpu_flops} if op is not None and op not in flop_registry else {}
+
+
+def _run(model: nn.Module, example_input: Tensor | tuple[Any, ...] | dict[str, Any]) -> None:
+    if isinstance(example_input, dict):
+        model(**example_input)
+    elif isinstance(example_input, tuple):
+        model(*example_input)
+    else:
+        model(example_input)
+
+
+def count_flops(model: nn.Module, example_input: Tensor | tuple[Any, ...] | dict[str, Any],
+                by_module: bool = False) -> int | dict[str, int]:
+    """FLOPs of one forward pass of ``model`` on ``example_input`` (2 per multiply-add; see module docs).
+
+    The count covers the whole batch: pass a batch of one (e.g. ``torch.zeros(1, 3, 32, 32)``) for the
+    per-sample figure. A tuple is unpacked as positional arguments, a dict as keyword arguments. The
+    model runs in eval mode and its train/eval mode is restored afterwards; a layer called twice
+    counts twice. ``by_module=True`` returns ``{module path: FLOPs}`` instead (``""`` = the total;
+    a parent includes its children).
+    """
+    was_training = model.training
+    counter = FlopCounterMode(display=False, custom_mapping=_extra_formulas())
+    try:
+        model.eval()
+        with torch.enable_grad(), counter:
+            _run(model, example_input)
+    finally:
+        model.train(was_training)
+    if not by_module:
+        return int(counter.get_total_flops())
+    out: dict[str, int] = {}
+    for name, ops in counter.get_flop_counts().items():
+        # the counter names modules by class at the root ("Global", then "ResNet.layer1.0.conv1")
+        path = "" if name == "Global" else name.split(".", 1)[1] if "." in name else None
+        if path is not None:
+            out[path] = int(sum(ops.values()))
+    return out
 
 
 def count_macs(model: nn.Module, example_input: Tensor | tuple[Any, ...] | dict[str, Any]) -> int:
-    """MACs of the conv and linear layers in one forward pass of ``model`` on ``example_input``.
-
-    The count covers the whole batch: pass a batch of one (e.g. ``torch.zeros(1, 3, 32, 32)``) for
-    the per-image figure papers report. A tuple is unpacked as positional arguments, a dict as
-    keyword arguments. The model runs in eval mode under ``torch.no_grad()`` (BN statistics are
-    untouched) and its train/eval mode is restored afterwards. A layer called twice counts twice.
-    """
-    total = 0
-
-    def hook(module: nn.Module, inputs: tuple[Any, ...], output: Tensor) -> None:
-        nonlocal total
-        total += _layer_macs(module, inputs, output)
-
-    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (*_CONV, *_CONV_T, nn.Linear)) or _is_hf_conv1d(m)]
-    was_training = model.training
-    try:
-        model.eval()
-        with torch.no_grad():
-            if isinstance(example_input, dict):
-                model(**example_input)
-            elif isinstance(example_input, tuple):
-                model(*example_input)
-            else:
-                model(example_input)
-    finally:
-        model.train(was_training)
-        for h in handles:
-            h.remove()
-    return int(total)
+    """Multiply-accumulates of one forward pass: ``count_flops(model, example_input) // 2``."""
+    return int(count_flops(model, example_input)) // 2  # type: ignore[arg-type]
 
 
-__all__ = ["count_macs", "count_params"]
+__all__ = ["count_flops", "count_macs", "count_params"]

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from . import mmrazor, mslim, united_perception
+from . import mdistiller, mmrazor, mslim, torchdistill, united_perception
 from .common import TranslationError, TranslationWarning
 
 #: source name → translator module, in detection order
@@ -14,6 +14,8 @@ TRANSLATORS: dict[str, ModuleType] = {
     "united_perception": united_perception,
     "mslim": mslim,
     "mmrazor": mmrazor,
+    "torchdistill": torchdistill,
+    "mdistiller": mdistiller,
 }
 
 __all__ = ["TRANSLATORS", "TranslationError", "TranslationWarning"]
