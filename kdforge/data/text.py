@@ -108,6 +108,12 @@ class TextWindows(Dataset):
         ids = self.windows[i].long()
         return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids.clone()}
 
+    def __getitems__(self, idx: list[int]) -> list[dict[str, torch.Tensor]]:
+        """Batched fetch (one gather for the whole batch; the DataLoader's fast path)."""
+        ids = self.windows[torch.as_tensor(idx, dtype=torch.long)].long()
+        ones = torch.ones_like(ids)
+        return [{"input_ids": r, "attention_mask": m, "labels": r.clone()} for r, m in zip(ids, ones)]
+
 
 def text_splits(root: str | Path | None = None, pattern: str = "*.py", seq_len: int = 128, val_fraction: float = 0.1,
                 max_train_bytes: int | None = None, max_val_bytes: int | None = None) -> tuple[TextWindows, TextWindows]:

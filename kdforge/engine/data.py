@@ -63,6 +63,8 @@ def text(cfg: DataConfig, seed: int, seq_len: int = 128, pattern: str = "*.py", 
 
     if cfg.val_fraction <= 0:
         raise ValueError("data.name=text splits files into train/validation: set data.val_fraction (e.g. 0.1)")
+    if cfg.augment:
+        raise ValueError("data.name=text has no augmentation: drop data.augment")
     return text_splits(cfg.root, pattern=pattern, seq_len=seq_len, val_fraction=cfg.val_fraction,
                        max_train_bytes=max_train_bytes, max_val_bytes=max_val_bytes)
 
