@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import sys
 from typing import Any, Mapping, Sequence
 
 import torch
@@ -113,17 +114,31 @@ class Distiller(nn.Module):
         self.model_inputs: frozenset[str] = frozenset(model_inputs) if model_inputs is not None \
             else frozenset(_keyword_params(student)) - CONTEXT_ONLY
         self._teachers = _as_dict(teachers)
+        student_params = {id(p): n for n, p in student.named_parameters()}
         for name, t in self._teachers.items():
             if t is student:
                 raise DistillerError(f"teacher {name!r} is the student itself; for self-distillation name the "
                                      f"teacher {SELF!r} in the job instead of passing the student as a teacher")
+            shared = [n for n, p in t.named_parameters() if id(p) in student_params]
+            if shared:  # freezing this teacher would freeze the student too
+                more = f", … ({len(shared) - 3} more)" if len(shared) > 3 else ""
+                raise DistillerError(f"teacher {name!r} shares {len(shared)} parameter(s) with the student "
+                                     f"({', '.join(shared[:3])}{more}): teachers are frozen, so the student would "
+                                     f"stop training. Give the teacher its own copy (copy.deepcopy(model)), or for "
+                                     f"self-distillation name the teacher {SELF!r} in the job")
+            _check_dtype(name, t, student)
             t.requires_grad_(False)
             t.eval()
         specs = [j if isinstance(j, DistillJob) else DistillJob.model_validate(dict(j)) for j in jobs]
         self.jobs = nn.ModuleList()
         used: set[str] = set()
         for i, spec in enumerate(specs):
-            names = spec.teachers or ([n for n in self._teachers] or [SELF])
+            if spec.teachers is None and not self._teachers:
+                raise DistillerError(f"job {spec.name or i!r} (jobs[{i}]) has no teacher: no teachers were given "
+                                     f"and the job names none. Pass teachers (or a config's teachers:), or write "
+                                     f"teachers: [{SELF!r}] in the job for self-distillation from the student's "
+                                     f"own taps")
+            names = spec.teachers or list(self._teachers)
             unknown = [n for n in names if n != SELF and n not in self._teachers]
             if unknown:
                 raise DistillerError(f"job {spec.name or i!r} names unknown teacher(s) {unknown}; teachers given: "
@@ -133,8 +148,10 @@ class Distiller(nn.Module):
                 raise DistillerError(f"two jobs are named {job_name!r}; give each a unique name")
             try:
                 self.jobs.append(JobModule(spec, job_name, names))
-            except (KeyError, TypeError, ValueError) as e:
+            except (KeyError, TypeError) as e:
                 raise type(e)(f"job {job_name!r} (jobs[{i}]): {e}") from e
+            except ValueError as e:  # bad tap counts, loss arguments (LossArgumentError keeps its type)
+                raise (DistillerError if type(e) is ValueError else type(e))(f"job {job_name!r} (jobs[{i}]): {e}") from e
             used.update(names)
         self._student_taps = sorted({t for j in self.jobs for t in j.spec.student}
                                     | {t for j in self.jobs if SELF in j.teacher_names for t in j.spec.teacher})
@@ -209,6 +226,13 @@ class Distiller(nn.Module):
         ``student_output`` added. A single dict argument is spread into keyword arguments. In
         training mode the step counter advances by one.
         """
+        if _called_through_torch_compile():
+            raise DistillerError(
+                "torch.compile(distiller) is not supported: the Distiller's taps are forward hooks switched on and "
+                "off around each model call, and its lazily-shaped connectors are built on the first call, neither "
+                "of which a compiled graph of the whole Distiller can hold. Compile the models instead, in place — "
+                "distiller.student.compile() (and teacher.compile() for a teacher) — and keep calling the Distiller "
+                "itself: taps, connectors and losses work unchanged around compiled models")
         inputs, model_kw, ctx = self.split_inputs(inputs, kwargs)
         self._check_devices(inputs + tuple(model_kw.values()))
         given = teacher_outputs or {}
@@ -406,6 +430,41 @@ def _check_accepts(model: nn.Module, name: str, model_kw: Mapping[str, Any]) -> 
         raise DistillerError(f"teacher {name!r} ({type(model).__name__}) does not take the model input(s) {missing} "
                              f"that the student gets; give both models the same inputs, or name the inputs with "
                              f"Distiller(..., model_inputs=[...])")
+
+
+def _called_through_torch_compile(depth: int = 8) -> bool:
+    """True when this call came through ``torch.compile(distiller)`` (an ``OptimizedModule`` a few frames up).
+
+    Raising inside the traced region would only make dynamo fall back to running the frame eagerly, so
+    the check looks at the real call stack, which dynamo leaves to eager execution (``sys._getframe``
+    is not traced). Costs a few microseconds per call.
+    """
+    f = sys._getframe(1).f_back
+    for _ in range(depth):
+        if f is None:
+            return False
+        me = f.f_locals.get("self")
+        if me is not None and type(me).__name__ == "OptimizedModule":
+            return True
+        f = f.f_back
+    return False
+
+
+def _check_dtype(name: str, teacher: nn.Module, student: nn.Module) -> None:
+    """Teacher and student see the same input batch, so their floating-point dtypes must agree."""
+    s, t = _param_dtype(student), _param_dtype(teacher)
+    if s is not None and t is not None and s != t:
+        raise DistillerError(f"teacher {name!r} has {t} parameters but the student has {s}: both models get the "
+                             f"same input batch, so they need the same dtype. Convert the teacher "
+                             f"(teacher.to({s})) before building the Distiller; for mixed precision keep both in "
+                             f"float32 and use autocast (train.amp)")
+
+
+def _param_dtype(m: nn.Module) -> torch.dtype | None:
+    for p in m.parameters():
+        if p.is_floating_point() and not isinstance(p, nn.parameter.UninitializedParameter):
+            return p.dtype
+    return None
 
 
 def _param_device(m: nn.Module) -> torch.device | None:

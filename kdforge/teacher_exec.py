@@ -17,10 +17,12 @@ A teacher never trains, so its forward can take the fastest execution that gives
 ``compile: false``
     ``torch.compile`` the teachers (``compile_backend``; ``inductor`` needs a C++ compiler on CPU).
     Off by default: compiling costs tens of seconds up front and pays only on long runs.
-``student_channels_last: auto``
-    Conv students' weights in channels_last too (their forward and backward then run in NHWC; the
-    state dict holds the same values; taps reach the losses contiguous). Same first-call fallback,
-    which also restores the BN statistics the failed call touched.
+``student_channels_last: false``
+    ``auto``/``true``: conv students' weights in channels_last too (their forward and backward then run
+    in NHWC; the state dict holds the same values; taps reach the losses contiguous). Same first-call
+    fallback, which also restores the BN statistics the failed call touched. Off by default: with the
+    CPU torch 2.13 wheel the backward of a channels_last student (tests/test_distiller.py's small
+    ResNet, 1×16×16 inputs) aborted the process, which no first-call fallback can catch.
 ``autocast: null``
     ``bf16``/``fp16``: run the teachers under ``torch.autocast`` and hand float32 taps to the losses.
     Off by default: the KD loss then differs from the float32 one (measured in the benchmark) and on
@@ -48,7 +50,7 @@ class TeacherExec(BaseModel):
     compile: bool = False
     compile_backend: str = Field(default="inductor", min_length=1)
     autocast: Literal["bf16", "fp16"] | None = None
-    student_channels_last: bool | Literal["auto"] = "auto"
+    student_channels_last: bool | Literal["auto"] = False
 
     @model_validator(mode="before")
     @classmethod

@@ -124,7 +124,7 @@ def _read(path: Path) -> Any:
             raise WeightsError(
                 f"{path} holds Python objects besides tensors ({detail or 'see the cause below'}), which kdforge "
                 f"does not unpickle for safety. Re-save only the weights: torch.save(model.state_dict(), path)"
-            ) from e
+            ) from None  # not chained: torch's text suggests weights_only=False, which kdforge never does
         raise WeightsError(f"{path} is not a PyTorch weights file (save one with torch.save(model.state_dict(), path)): {e}") from e
     except Exception as e:  # garbage input makes the unpickler fail in many ways (KeyError, EOFError, ...)
         raise WeightsError(
