@@ -4,10 +4,23 @@
 >>> opt = torch.optim.SGD(distiller.learnable_parameters(), lr=0.05)
 >>> out, kd_loss = distiller(images, labels=labels)
 >>> (F.cross_entropy(out, labels) + kd_loss).backward()
+
+Model inputs and loss context. Positional arguments go to the student and every teacher. Keyword
+arguments are routed by name: those the student's ``forward`` declares (``input_ids``,
+``attention_mask``, ``pixel_values``, …; ``labels`` excepted, so a Hugging Face model does not compute
+its own loss) go to the models as keyword arguments, and *every* keyword argument reaches the losses as
+context (``labels``, ``index``, ``attention_mask``, …). A single dict batch (what Hugging Face
+collators produce) is spread into keyword arguments::
+
+    out, kd = distiller(input_ids=ids, attention_mask=mask, labels=labels)
+    out, kd = distiller({"input_ids": ids, "attention_mask": mask, "labels": labels})   # the same
+
+``Distiller(..., model_inputs=["input_ids", "attention_mask"])`` names the model inputs explicitly.
 """
 from __future__ import annotations
 
 import contextlib
+import inspect
 import sys
 from typing import Any, Mapping, Sequence
 
@@ -88,7 +101,8 @@ class Distiller(nn.Module):
 
     def __init__(self, student: nn.Module | Mapping[str, Any], teachers: Teachers = None,
                  jobs: Sequence[DistillJob | Mapping[str, Any]] = (),
-                 teacher_exec: TeacherExec | Mapping[str, Any] | str | None = None) -> None:
+                 teacher_exec: TeacherExec | Mapping[str, Any] | str | None = None,
+                 model_inputs: Sequence[str] | None = None) -> None:
         device = None
         if isinstance(student, Mapping):  # mslim's Distiller(config) with live modules (see kdforge.compat)
             student, teachers, jobs, device = _from_dict(student, teachers, jobs)
@@ -96,6 +110,9 @@ class Distiller(nn.Module):
         self.teacher_exec = teacher_exec if isinstance(teacher_exec, TeacherExec) else \
             TeacherExec.model_validate(teacher_exec if teacher_exec is not None else {})
         self.student = student
+        #: keyword arguments passed to the models (all keyword arguments also reach the losses)
+        self.model_inputs: frozenset[str] = frozenset(model_inputs) if model_inputs is not None \
+            else frozenset(_keyword_params(student)) - CONTEXT_ONLY
         self._teachers = _as_dict(teachers)
         student_params = {id(p): n for n, p in student.named_parameters()}
         for name, t in self._teachers.items():
@@ -201,11 +218,14 @@ class Distiller(nn.Module):
 
     # ----------------------------------------------------------------- forward
     def forward(self, *inputs: Any, teacher_outputs: Mapping[str, Mapping[str, Tensor]] | None = None,
-                **ctx: Any) -> tuple[Any, Tensor]:
+                **kwargs: Any) -> tuple[Any, Tensor]:
         """Run the student (and the teachers), return ``(student_output, weighted distillation loss)``.
 
-        ``ctx`` (``labels``, ``index``, ``epoch``, …) is passed to every loss, with ``step`` and
-        ``student_output`` added. In training mode the step counter advances by one.
+        ``inputs`` go to the models; keyword arguments the student's ``forward`` declares (see
+        :attr:`model_inputs`) go to the models too; every keyword argument (``labels``, ``index``,
+        ``epoch``, ``attention_mask``, …) is passed to every loss as context, with ``step`` and
+        ``student_output`` added. A single dict argument is spread into keyword arguments. In
+        training mode the step counter advances by one.
         """
         if _called_through_torch_compile():
             raise DistillerError(
@@ -214,14 +234,15 @@ class Distiller(nn.Module):
                 "of which a compiled graph of the whole Distiller can hold. Compile the models instead, in place — "
                 "distiller.student.compile() (and teacher.compile() for a teacher) — and keep calling the Distiller "
                 "itself: taps, connectors and losses work unchanged around compiled models")
-        self._check_devices(inputs)
+        inputs, model_kw, ctx = self.split_inputs(inputs, kwargs)
+        self._check_devices(inputs + tuple(model_kw.values()))
         given = teacher_outputs or {}
         if self.teacher_exec.teacher_first:
-            trecs, tlogits = self._run_teachers(inputs, given)
+            trecs, tlogits = self._run_teachers(inputs, model_kw, given)
         with self._student_tapper.record() as srec:
-            out = self._student_format.call(self.student, *inputs)
+            out = self._student_format.call(self.student, *inputs, **model_kw)
         if not self.teacher_exec.teacher_first:
-            trecs, tlogits = self._run_teachers(inputs, given)
+            trecs, tlogits = self._run_teachers(inputs, model_kw, given)
         step = self._step_int()
         ctx = {**ctx, "step": step, "student_output": out}
         total: Tensor | None = None
@@ -255,8 +276,27 @@ class Distiller(nn.Module):
             self._step_seen = (self.step, self.step._version, value)
         return value
 
-    def _run_teachers(self, inputs: tuple[Any, ...], given: Mapping[str, Mapping[str, Tensor]]
-                      ) -> tuple[dict[str, Any], dict[str, Any]]:
+    def split_inputs(self, inputs: tuple[Any, ...], kwargs: Mapping[str, Any]
+                     ) -> tuple[tuple[Any, ...], dict[str, Any], dict[str, Any]]:
+        """``(positional model inputs, keyword model inputs, loss context)`` for a call (see the module
+        docstring): a lone dict batch holding a model input is spread (a dict without one stays a
+        positional input, for models that take a dict); keywords in :attr:`model_inputs` go to the
+        models; all keywords are context."""
+        if len(inputs) == 1 and isinstance(inputs[0], Mapping) and self.model_inputs.intersection(inputs[0]):
+            clash = sorted(set(inputs[0]) & set(kwargs))
+            if clash:
+                raise DistillerError(f"{clash} given both in the dict batch and as keyword arguments; pass each once")
+            kwargs = {**inputs[0], **kwargs}
+            inputs = ()
+        model_kw = {k: v for k, v in kwargs.items() if k in self.model_inputs}
+        if not inputs and not model_kw:
+            raise DistillerError(f"no model inputs: pass them positionally (distiller(x, labels=y)), as a dict batch, or "
+                                 f"as keyword arguments the student's forward takes ({sorted(self.model_inputs)}); "
+                                 f"got only context {sorted(kwargs)}")
+        return tuple(inputs), model_kw, dict(kwargs)
+
+    def _run_teachers(self, inputs: tuple[Any, ...], model_kw: Mapping[str, Any],
+                      given: Mapping[str, Mapping[str, Tensor]]) -> tuple[dict[str, Any], dict[str, Any]]:
         recs: dict[str, Any] = {}
         logits: dict[str, Any] = {}
         for name in self._teacher_taps:
@@ -273,8 +313,10 @@ class Distiller(nn.Module):
             if teacher.training:  # someone called teacher.train() behind our back
                 teacher.eval()
             runner = self._runners[name]
+            if model_kw:
+                _check_accepts(self._teachers[name], name, model_kw)
             with torch.no_grad(), tapper.record() as rec:
-                logits[name] = runner(*inputs)
+                logits[name] = runner(*inputs, **model_kw)
             if runner.converts:  # channels_last / autocast: losses get contiguous float32 tensors
                 recs[name], logits[name] = {t: to_plain(rec[t]) for t in self._teacher_taps[name]}, to_plain(logits[name])
             else:
@@ -361,6 +403,34 @@ class Distiller(nn.Module):
                     raise DistillerError(f"inputs are on {a.device} but the models are on {s_dev}; move the "
                                          f"batch with .to({str(s_dev)!r})")
                 break
+
+
+#: keyword arguments never routed to the models automatically: a Hugging Face model given ``labels``
+#: computes its own loss (the trainer's task criterion does that once, for the student only)
+CONTEXT_ONLY = frozenset({"labels"})
+
+
+def _keyword_params(model: nn.Module) -> list[str]:
+    """Names ``model.forward`` takes by keyword (not ``*args``/``**kwargs``)."""
+    try:
+        params = inspect.signature(model.forward).parameters.values()
+    except (TypeError, ValueError):
+        return []
+    return [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+
+
+def _check_accepts(model: nn.Module, name: str, model_kw: Mapping[str, Any]) -> None:
+    try:
+        params = inspect.signature(model.forward).parameters.values()
+    except (TypeError, ValueError):
+        return
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return
+    missing = sorted(set(model_kw) - {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)})
+    if missing:
+        raise DistillerError(f"teacher {name!r} ({type(model).__name__}) does not take the model input(s) {missing} "
+                             f"that the student gets; give both models the same inputs, or name the inputs with "
+                             f"Distiller(..., model_inputs=[...])")
 
 
 def _called_through_torch_compile(depth: int = 8) -> bool:

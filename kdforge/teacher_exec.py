@@ -110,28 +110,28 @@ class ChannelsLast:
         if self.on:
             model.to(memory_format=torch.channels_last)
 
-    def call(self, fn: Callable[..., Any], *inputs: Any) -> Any:
+    def call(self, fn: Callable[..., Any], *inputs: Any, **kwargs: Any) -> Any:
         if self.checked:
-            return fn(*inputs)
+            return fn(*inputs, **kwargs)
         saved = {k: b.clone() for k, b in self.model.named_buffers()}
         try:
-            out = fn(*inputs)
+            out = fn(*inputs, **kwargs)
         except RuntimeError as e:
-            out = self._fall_back(fn, inputs, saved, e)
+            out = self._fall_back(fn, inputs, kwargs, saved, e)
         else:
             if self.keep is not None and not self.keep(out):  # outputs others would see in channels_last
-                out = self._fall_back(fn, inputs, saved, None)
+                out = self._fall_back(fn, inputs, kwargs, saved, None)
         self.checked = True
         return out
 
-    def _fall_back(self, fn: Callable[..., Any], inputs: tuple[Any, ...], saved: dict[str, Tensor],
-                   error: RuntimeError | None) -> Any:
+    def _fall_back(self, fn: Callable[..., Any], inputs: tuple[Any, ...], kwargs: dict[str, Any],
+                   saved: dict[str, Tensor], error: RuntimeError | None) -> Any:
         with torch.no_grad():  # undo what the first call did to BN statistics
             for k, b in self.model.named_buffers():
                 b.copy_(saved[k])
         self.model.to(memory_format=torch.contiguous_format)
         try:
-            out = fn(*inputs)
+            out = fn(*inputs, **kwargs)
         except RuntimeError:  # not a memory-format problem: report the first error as it was
             self.model.to(memory_format=torch.channels_last)
             if error is None:
@@ -172,19 +172,19 @@ class TeacherRunner:
         """Whether the teacher's taps need :func:`to_plain` (channels_last or autocast)."""
         return self.format.on or self.dtype is not None
 
-    def __call__(self, *inputs: Any) -> Any:
-        return self.format.call(self._run, *inputs)
+    def __call__(self, *inputs: Any, **kwargs: Any) -> Any:
+        return self.format.call(self._run, *inputs, **kwargs)
 
-    def _run(self, *inputs: Any) -> Any:
+    def _run(self, *inputs: Any, **kwargs: Any) -> Any:
         if self.dtype is None:
-            return self.fn(*inputs)
-        x = next((a for a in inputs if isinstance(a, Tensor)), None)
+            return self.fn(*inputs, **kwargs)
+        x = next((a for a in (*inputs, *kwargs.values()) if isinstance(a, Tensor)), None)
         device = x.device.type if x is not None else "cpu"
         if self.dtype == torch.float16 and device != "cuda":
             raise ValueError(f"teacher_exec.autocast=fp16 needs a CUDA device (inputs are on {device}); use bf16 "
                              f"or null")
         with torch.autocast(device_type=device, dtype=self.dtype):
-            return self.fn(*inputs)
+            return self.fn(*inputs, **kwargs)
 
 
 __all__ = ["ChannelsLast", "logits_only", "TeacherExec", "TeacherRunner", "to_contiguous", "to_plain", "uses_channels_last"]

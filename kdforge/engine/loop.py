@@ -4,7 +4,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
 import torch
 from torch import Tensor, nn
@@ -18,6 +18,11 @@ from .logging import Progress
 
 class TrainingError(RuntimeError):
     """Training cannot go on (e.g. the loss became NaN/inf)."""
+
+
+def call_model(model: nn.Module, inputs: Any) -> Any:
+    """``model(**inputs)`` for a dict of keyword inputs (Hugging Face style), else ``model(inputs)``."""
+    return model(**inputs) if isinstance(inputs, Mapping) else model(inputs)
 
 
 def split_cached(batch: Any, device: torch.device) -> tuple[Any, dict[str, Any]]:
@@ -77,7 +82,7 @@ def train_epoch(s: Step, loader: Iterable[Any], epoch: int, epochs: int, ctx: Di
             if s.distiller is not None:
                 out, kd = s.net(inputs, **s.task.loss_context(targets, batch), epoch=epoch, **cached)
             else:
-                out, kd = s.net(inputs), None
+                out, kd = call_model(s.net, inputs), None
             task_loss = s.task.criterion(out, targets)
             loss = s.ce_weight * task_loss + (kd if kd is not None else 0.0)
         parts = [loss.detach(), task_loss.detach(), kd.detach() if kd is not None else torch.zeros((), device=s.device)]
@@ -161,7 +166,7 @@ def evaluate(model: nn.Module, loader: Iterable[Any], task: Task, device: torch.
         for batch in loader:
             inputs, targets = task.batch_to(batch, device)
             with autocast(amp, device):
-                out = model(inputs)
+                out = call_model(model, inputs)
             meter.update(out, targets)
     finally:
         model.train(was)

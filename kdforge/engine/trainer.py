@@ -43,6 +43,11 @@ from .schedule import build_scheduler
 ConfigLike = str | Path | Mapping[str, Any] | RunConfig
 
 
+def _better(task: Any, value: float, best: float) -> bool:
+    """Whether ``value`` beats ``best`` for the task's main metric (``task.higher_is_better``, default True)."""
+    return value < best if getattr(task, "higher_is_better", True) is False else value > best
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -239,7 +244,7 @@ class Trainer:
                 metrics = evaluate(self.student, eval_loader, task, ctx.device, tc.amp, ctx)
                 row.update({f"eval_{k}": v for k, v in metrics.items()})
                 value = metrics.get(task.main_metric)
-                if value is not None and (best is None or value > best["value"]):
+                if value is not None and (best is None or _better(task, value, best["value"])):
                     best = {"metric": task.main_metric, "value": value, "epoch": epoch + 1}
                     if ctx.is_main and cfg.checkpoint.keep_best:
                         atomic_save(self._state(net, step, epoch + 1, best), run_dir / "best.pt")
@@ -332,7 +337,8 @@ class Trainer:
 
         assert self.student is not None
         try:
-            one = sample[:1] if isinstance(sample, torch.Tensor) else sample
+            one = sample[:1] if isinstance(sample, torch.Tensor) else \
+                {k: v[:1] for k, v in sample.items()} if isinstance(sample, Mapping) else sample
             macs: int | None = count_macs(self.student, one)
         except Exception:  # exotic inputs: report no MACs rather than fail a finished run
             macs = None

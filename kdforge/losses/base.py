@@ -110,6 +110,8 @@ def suggest_connector(student_shape: Sequence[int], teacher_shape: Sequence[int]
         return "use connector='conv1x1_bn' (or 'conv1x1') to map student channels to teacher channels"
     if len(s) == 2:
         return "use connector='linear' (or 'mlp') to map student features to the teacher's width"
+    if len(s) == 3 and s[:2] == t[:2]:
+        return "use connector='token_linear' to map each token's features to the teacher's width"
     return "use a connector that maps the student tensor to the teacher's shape"
 
 

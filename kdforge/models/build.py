@@ -4,6 +4,7 @@
 
 * a name registered in :data:`kdforge.MODELS` (``"resnet32x4"``; see ``MODELS.names()``),
 * ``"torchvision:<name>"`` / ``"timm:<name>"`` when those packages are installed,
+* ``"hf:<transformers class>"`` with ``config={...}`` or ``pretrained="local/dir"`` (see :mod:`kdforge.models.hf`),
 * ``"package.module:callable"`` — any importable callable returning an ``nn.Module``.
 
 ``load_weights`` reads a state dict with ``torch.load(..., weights_only=True)`` (no arbitrary
@@ -92,6 +93,10 @@ def build_model(name: str, **kwargs: Any) -> nn.Module:
     lib, _, rest = name.partition(":")
     if lib in ("torchvision", "timm"):
         model = _external(lib, rest, kwargs)
+    elif lib == "hf":
+        from .hf import build_hf_model
+
+        model = build_hf_model(rest, **kwargs)
     else:
         model = _import_callable(name)(**kwargs)
     if not isinstance(model, nn.Module):
