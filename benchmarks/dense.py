@@ -32,7 +32,7 @@ def run(cfg: Path, out: Path, overrides: list[str], force: bool) -> dict:
         print(f"reusing {out}")
         return json.loads((out / "summary.json").read_text())
     print(f"training {cfg.name} → {out}", flush=True)
-    return train(cfg, [*overrides, f"output_dir={out}"], verbose=False)
+    return train(cfg, [*overrides, f"output_dir={out}"], overwrite=True, verbose=False)  # a rerun replaces it
 
 
 def main() -> None:

@@ -12,6 +12,20 @@ A tap spec is a string:
 ``"@name"``
     a tensor the model hands over itself with :func:`emit` (for values that are not module outputs).
 
+Selectors pick a tensor out of a structured value (a tuple, a list, a dict or a Hugging Face
+``ModelOutput``). They follow the kind, with Python's own indexing syntax::
+
+    "transformer.h.3:output[0]"              element 0 of the tuple a block returns
+    ":output.logits"                         field ``logits`` of the model's ModelOutput
+    "encoder:output['hidden_states'][4]"     key, then element (``.hidden_states[4]`` is the same)
+    "attn:return[1]", "@feats[-1]"           selectors work after every kind
+
+``[i]`` indexes a tuple/list (negative indices count from the end), ``['key']`` / ``["key"]`` a
+mapping, ``.name`` a field or attribute (on a mapping: its key). A ``ModelOutput`` is read as the
+mapping it is (``.logits`` or ``['logits']``): its fields that are ``None`` are not there. A tap whose
+value is not a tensor raises :class:`TapError` listing the selectors that would give one, with their
+shapes.
+
 In-place safety. A hook sees a tensor that later code may overwrite in place — the classic case is
 a BN output followed by ``nn.ReLU(inplace=True)``, where a naive tap would record post-ReLU values.
 Each tap therefore clones its tensor on the first call and checks the original's version counter
@@ -24,6 +38,8 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -36,27 +52,136 @@ class TapError(ValueError):
     """A tap spec that does not resolve, or a tapped value that cannot be used."""
 
 
+Selector = tuple[int | str, ...]  # ints index sequences, strings are keys / attribute names
+
+_KINDS = ("output", "input", "return")
+_SELECTOR = re.compile(r"""\[\s*(-?\d+)\s*\]|\[\s*'([^']*)'\s*\]|\[\s*"([^"]*)"\s*\]|\.([A-Za-z_]\w*)""")
+
+
+def parse_selector(text: str, spec: str = "") -> Selector:
+    """``"[0]['hidden_states'].logits"`` → ``(0, "hidden_states", "logits")``; a malformed one raises."""
+    out: list[int | str] = []
+    pos = 0
+    while pos < len(text):
+        m = _SELECTOR.match(text, pos)
+        if m is None:
+            raise TapError(f"tap {spec or text!r}: cannot read the selector {text[pos:]!r}; write [0] (element), "
+                           f"['key'] (mapping key) or .name (field), e.g. 'transformer.h.3:output[0]', "
+                           f"':output.logits', \"encoder:output['hidden_states'][4]\"")
+        idx, k1, k2, attr = m.groups()
+        out.append(int(idx) if idx is not None else next(v for v in (k1, k2, attr) if v is not None))
+        pos = m.end()
+    return tuple(out)
+
+
+def format_selector(select: Selector) -> str:
+    """The inverse of :func:`parse_selector`: ``(0, "logits")`` → ``"[0].logits"``."""
+    return "".join(f"[{s}]" if isinstance(s, int) else (f".{s}" if s.isidentifier() else f"[{s!r}]") for s in select)
+
+
 @dataclass(frozen=True)
 class TapSpec:
-    """A parsed tap: module (or method) path and what to record there."""
+    """A parsed tap: module (or method) path, what to record there, and the selector applied to it."""
 
     spec: str
     path: str
     kind: str
+    select: Selector = ()
 
     @classmethod
     def parse(cls, spec: str) -> "TapSpec":
         if not isinstance(spec, str):
             raise TapError(f"a tap spec must be a string like 'layer3' or 'fc:input', got {spec!r}")
         if spec.startswith("@"):
-            if len(spec) == 1:
+            m = re.match(r"@([^\[.]*)(.*)$", spec, re.S)
+            name, rest = (m.group(1), m.group(2)) if m else ("", "")
+            if not name:
                 raise TapError("'@' needs a name: '@name' taps kdforge.capture.emit('name', tensor)")
-            return cls(spec, spec[1:], "emit")
-        path, _, kind = spec.partition(":")
+            return cls(spec, name, "emit", parse_selector(rest, spec))
+        path, colon, after = spec.partition(":")
+        if "[" in path or "'" in path or '"' in path:
+            head = path.split("[", 1)[0]
+            raise TapError(f"tap {spec!r}: a selector follows the kind, e.g. {head + ':output' + path[len(head):]!r}; "
+                           f"module paths use dots and integer indices only ('layer3.1.bn2')")
+        m = re.match(r"(\w*)(.*)$", after, re.S)
+        kind, rest = (m.group(1), m.group(2)) if m else ("", after)
+        if colon and not kind and not rest.startswith((".", "[")) and rest:
+            raise TapError(f"tap {spec!r}: unknown kind {after!r}; use one of :output, :input, :return or '@name'")
         kind = kind or "output"
-        if kind not in ("output", "input", "return"):
+        if kind not in _KINDS:
             raise TapError(f"tap {spec!r}: unknown kind {kind!r}; use one of :output, :input, :return or '@name'")
-        return cls(spec, path, kind)
+        return cls(spec, path, kind, parse_selector(rest, spec))
+
+
+def select(value: Any, selector: Selector, spec: str = "") -> Any:
+    """Apply a parsed selector to a recorded value; an impossible step raises :class:`TapError`
+    listing what is there."""
+    for i, key in enumerate(selector):
+        where = format_selector(selector[:i]) or "the value"
+        if isinstance(key, int):
+            if isinstance(value, Tensor) or not isinstance(value, (tuple, list)):
+                raise TapError(f"tap {spec!r}: [{key}] needs a tuple or list at {where}, got "
+                               f"{_describe(value)}. {_hint(value)}")
+            if not -len(value) <= key < len(value):
+                raise TapError(f"tap {spec!r}: index [{key}] is out of range at {where} ({len(value)} elements). "
+                               f"{_hint(value)}")
+            value = value[key]
+        elif isinstance(value, Mapping):
+            if key not in value or value[key] is None:
+                raise TapError(f"tap {spec!r}: no key {key!r} at {where}. {_hint(value)}"
+                               + (" (a ModelOutput holds only fields the model computed: pass e.g. "
+                                  "output_hidden_states=True as a model input)" if _is_model_output(value) else ""))
+            value = value[key]
+        else:
+            if not hasattr(value, key) or isinstance(value, Tensor):
+                raise TapError(f"tap {spec!r}: {_describe(value)} at {where} has no field {key!r}. {_hint(value)}")
+            value = getattr(value, key)
+    return value
+
+
+def _is_model_output(value: Any) -> bool:
+    return any(c.__name__ == "ModelOutput" for c in type(value).__mro__)
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, Tensor):
+        return f"a Tensor {tuple(value.shape)}"
+    if isinstance(value, (tuple, list)):
+        return f"a {type(value).__name__} of {len(value)}"
+    return f"a {type(value).__name__}"
+
+
+def tensor_selectors(value: Any, depth: int = 2, limit: int = 12) -> list[str]:
+    """Selectors (with shapes) that lead from ``value`` to a tensor, up to ``depth`` steps."""
+    found: list[str] = []
+
+    def walk(v: Any, prefix: Selector, d: int) -> None:
+        if len(found) >= limit:
+            return
+        if isinstance(v, Tensor):
+            if prefix:
+                found.append(f"{format_selector(prefix)} {tuple(v.shape)}")
+            return
+        if d == 0:
+            return
+        if isinstance(v, Mapping):
+            items: Any = [(k, x) for k, x in v.items() if isinstance(k, str) and x is not None]
+        elif isinstance(v, (tuple, list)):
+            items = list(enumerate(v))
+            if len(items) > 4:  # a long tuple (hidden states per layer): first, second, last
+                items = items[:2] + [(-1, v[-1])]
+        else:
+            return
+        for k, x in items:
+            walk(x, prefix + (k,), d - 1)
+
+    walk(value, (), depth)
+    return found
+
+
+def _hint(value: Any) -> str:
+    opts = tensor_selectors(value)
+    return f"Selectors that give a tensor here: {', '.join(opts)}." if opts else ""
 
 
 def resolve_module(model: nn.Module, path: str) -> nn.Module:
@@ -118,8 +243,17 @@ class _Slot:
         self.probing = True
 
     def put(self, x: Any) -> None:
+        if self.spec.select:
+            x = select(x, self.spec.select, self.spec.spec)
         if not isinstance(x, Tensor):
-            raise TapError(f"tap {self.spec.spec!r} recorded a {type(x).__name__}, not a tensor; tap a "
+            opts = tensor_selectors(x)
+            if opts:
+                base = self.spec.spec if self.spec.kind != "output" or ":" in self.spec.spec or self.spec.spec.startswith("@") \
+                    else f"{self.spec.spec}:output"
+                examples = ", ".join(repr(base + o.split(" ")[0]) for o in opts[:3])
+                raise TapError(f"tap {self.spec.spec!r} recorded {_describe(x)}, not a tensor; add a selector that "
+                               f"picks one: {', '.join(opts)} (e.g. {examples})")
+            raise TapError(f"tap {self.spec.spec!r} recorded {_describe(x)}, not a tensor; tap a "
                            f"module that returns a tensor, or emit the tensor with kdforge.capture.emit")
         self.original = x
         self.version = _version(x)
@@ -294,4 +428,5 @@ class Recording:
         return {k: self[k] for k in self._slots}
 
 
-__all__ = ["TapError", "TapSpec", "Tapper", "Recording", "emit", "resolve_module"]
+__all__ = ["TapError", "TapSpec", "Tapper", "Recording", "emit", "format_selector", "parse_selector", "resolve_module",
+           "select", "tensor_selectors"]

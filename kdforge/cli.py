@@ -8,14 +8,16 @@ Each sub-command is one :class:`Command`: a function adding its arguments and a 
     @command("convert", "translate another toolbox's config", _convert_args)
     def convert(args): ...; return 0
 
-Errors a user can fix (bad config field, missing data or weights, incompatible checkpoint) print a
-one-paragraph message and exit with status 2; anything else is a bug and shows its traceback.
+Errors a user can fix (bad config field, missing data or weights, incompatible checkpoint, a run
+directory in use, a full disk) print a one-paragraph message and exit with status 2 (``--debug``
+shows the traceback too); anything else is a bug and shows its traceback.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+import traceback
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -48,14 +50,24 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from .capture import TapError
     from .config import ConfigError
     from .config.translate import TranslationError
-    from .data import DatasetNotFoundError
+    from .data import DatasetNotFoundError, IDXError
     from .distiller import DistillerError
     from .engine import AmpError, CheckpointError, DeviceError, TrainingError
-    from .losses import ShapeMismatchError
+    from .engine.rundir import RunDirError
+    from .job import JobError
+    from .losses import LossArgumentError, ShapeMismatchError
     from .models import WeightsError
     from .registry import RegistryError
     return (ConfigError, RegistryError, CheckpointError, TrainingError, AmpError, DeviceError, DistillerError,
-            TapError, ShapeMismatchError, WeightsError, DatasetNotFoundError, TranslationError, CacheError)
+            TapError, ShapeMismatchError, WeightsError, DatasetNotFoundError, TranslationError, IDXError,
+            RunDirError, LossArgumentError, JobError, CacheError)
+
+
+def disk_full_message(e: OSError) -> str:
+    where = f" while writing {e.filename}" if e.filename else ""
+    return (f"the disk is full{where} ({e.strerror or 'no space left on device'}). Checkpoints are written to a "
+            f"temporary file and renamed, so the previous checkpoints are intact; free some space and continue "
+            f"with --resume")
 
 
 def _common_overrides(args: argparse.Namespace) -> list[str]:
@@ -80,6 +92,8 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", nargs="?", const=True, default=None, metavar="PATH",
                    help="continue from a checkpoint (default: the run directory's last.pt)")
     p.add_argument("--out", metavar="DIR", help="run directory (sets output_dir; default runs/<name>)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the earlier run in the run directory (its checkpoints, metrics, config)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.add_argument("--dry-run", action="store_true", help="validate the config and build the models, then stop "
                    "(the same as `kdforge check`)")
@@ -92,7 +106,8 @@ def train_cmd(args: argparse.Namespace) -> int:
     if args.dry_run:
         return check_cmd(args)
 
-    summary = train(args.config, _common_overrides(args), resume=args.resume, verbose=not args.quiet)
+    summary = train(args.config, _common_overrides(args), resume=args.resume, overwrite=args.overwrite,
+                    verbose=not args.quiet)
     best = summary.get("best") or {}
     if best:
         print(f"{summary['name']}: best {best['metric']} = {best['value']:.2f} at epoch {best['epoch']}; "
@@ -111,6 +126,8 @@ def check_cmd(args: argparse.Namespace) -> int:
     print(f"{args.config}: config valid ({len(cfg.jobs)} job(s), {len(cfg.teachers)} teacher(s), task {cfg.task}, "
           f"data {cfg.data.name}, optimizer {cfg.train.optimizer.name}, schedule {cfg.train.schedule.name})")
     if cfg.jobs:
+        from .engine.trainer import check_teachers
+        check_teachers(cfg)  # what `train` refuses before reading data (teacherless jobs, untrained teachers)
         with build_distiller(cfg, warn=lambda m: print(f"warning: {m}")) as distiller:
             print(distiller.summary(depth=1))
     else:
@@ -322,6 +339,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(prog="kdforge", description="Knowledge distillation for PyTorch.")
     parser.add_argument("--version", action="version", version=f"kdforge {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of user errors too")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for c in COMMANDS:
         c.add_arguments(sub.add_parser(c.name, help=c.help, description=c.help))
@@ -339,10 +357,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return run(args)
     except user_errors() as e:
-        msg = str(e).strip() or type(e).__name__
-        print(f"kdforge {args.command}: error: {msg}", file=sys.stderr)
-        return 2
+        return _user_error(args, str(e).strip() or type(e).__name__)
+    except OSError as e:
+        from .engine.checkpoint import DISK_FULL
+        if e.errno in DISK_FULL:
+            return _user_error(args, disk_full_message(e))
+        raise
     except KeyboardInterrupt:
         print(f"kdforge {args.command}: interrupted", file=sys.stderr)
         return 130
 
+
+
+def _user_error(args: argparse.Namespace, msg: str) -> int:
+    if getattr(args, "debug", False):
+        traceback.print_exc()
+    print(f"kdforge {args.command}: error: {msg}", file=sys.stderr)
+    return 2

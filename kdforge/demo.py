@@ -30,7 +30,8 @@ def _run(config: str, out: Path, seed: int, extra: list[str], quiet: bool) -> di
 
     overrides = [f"seed={seed}", f"output_dir={out}", *extra]
     print(f"\n=== {config} (seed {seed}) → {out}", flush=True)
-    return train(CONFIGS / config, overrides, verbose=not quiet)
+    # the demo owns its run directories: a second `make demo` replaces its earlier runs
+    return train(CONFIGS / config, overrides, overwrite=True, verbose=not quiet)
 
 
 def _final(summary: dict[str, Any]) -> float:

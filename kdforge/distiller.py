@@ -4,10 +4,24 @@
 >>> opt = torch.optim.SGD(distiller.learnable_parameters(), lr=0.05)
 >>> out, kd_loss = distiller(images, labels=labels)
 >>> (F.cross_entropy(out, labels) + kd_loss).backward()
+
+Model inputs and loss context. Positional arguments go to the student and every teacher. Keyword
+arguments are routed by name: those the student's ``forward`` declares (``input_ids``,
+``attention_mask``, ``pixel_values``, …; ``labels`` excepted, so a Hugging Face model does not compute
+its own loss) go to the models as keyword arguments, and *every* keyword argument reaches the losses as
+context (``labels``, ``index``, ``attention_mask``, …). A single dict batch (what Hugging Face
+collators produce) is spread into keyword arguments::
+
+    out, kd = distiller(input_ids=ids, attention_mask=mask, labels=labels)
+    out, kd = distiller({"input_ids": ids, "attention_mask": mask, "labels": labels})   # the same
+
+``Distiller(..., model_inputs=["input_ids", "attention_mask"])`` names the model inputs explicitly.
 """
 from __future__ import annotations
 
 import contextlib
+import inspect
+import sys
 from typing import Any, Mapping, Sequence
 
 import torch
@@ -15,7 +29,7 @@ from torch import Tensor, nn
 
 from .capture import Tapper, TapSpec, resolve_module
 from .job import SELF, DistillJob, JobModule
-from .teacher_exec import ChannelsLast, TeacherExec, TeacherRunner, to_contiguous, to_plain
+from .teacher_exec import ChannelsLast, TeacherExec, logits_only, TeacherRunner, to_contiguous, to_plain
 
 Teachers = Mapping[str, nn.Module] | Sequence[nn.Module] | nn.Module | None
 
@@ -87,7 +101,8 @@ class Distiller(nn.Module):
 
     def __init__(self, student: nn.Module | Mapping[str, Any], teachers: Teachers = None,
                  jobs: Sequence[DistillJob | Mapping[str, Any]] = (),
-                 teacher_exec: TeacherExec | Mapping[str, Any] | str | None = None) -> None:
+                 teacher_exec: TeacherExec | Mapping[str, Any] | str | None = None,
+                 model_inputs: Sequence[str] | None = None) -> None:
         device = None
         if isinstance(student, Mapping):  # mslim's Distiller(config) with live modules (see kdforge.compat)
             student, teachers, jobs, device = _from_dict(student, teachers, jobs)
@@ -95,18 +110,35 @@ class Distiller(nn.Module):
         self.teacher_exec = teacher_exec if isinstance(teacher_exec, TeacherExec) else \
             TeacherExec.model_validate(teacher_exec if teacher_exec is not None else {})
         self.student = student
+        #: keyword arguments passed to the models (all keyword arguments also reach the losses)
+        self.model_inputs: frozenset[str] = frozenset(model_inputs) if model_inputs is not None \
+            else frozenset(_keyword_params(student)) - CONTEXT_ONLY
         self._teachers = _as_dict(teachers)
+        student_params = {id(p): n for n, p in student.named_parameters()}
         for name, t in self._teachers.items():
             if t is student:
                 raise DistillerError(f"teacher {name!r} is the student itself; for self-distillation name the "
                                      f"teacher {SELF!r} in the job instead of passing the student as a teacher")
+            shared = [n for n, p in t.named_parameters() if id(p) in student_params]
+            if shared:  # freezing this teacher would freeze the student too
+                more = f", … ({len(shared) - 3} more)" if len(shared) > 3 else ""
+                raise DistillerError(f"teacher {name!r} shares {len(shared)} parameter(s) with the student "
+                                     f"({', '.join(shared[:3])}{more}): teachers are frozen, so the student would "
+                                     f"stop training. Give the teacher its own copy (copy.deepcopy(model)), or for "
+                                     f"self-distillation name the teacher {SELF!r} in the job")
+            _check_dtype(name, t, student)
             t.requires_grad_(False)
             t.eval()
         specs = [j if isinstance(j, DistillJob) else DistillJob.model_validate(dict(j)) for j in jobs]
         self.jobs = nn.ModuleList()
         used: set[str] = set()
         for i, spec in enumerate(specs):
-            names = spec.teachers or ([n for n in self._teachers] or [SELF])
+            if spec.teachers is None and not self._teachers:
+                raise DistillerError(f"job {spec.name or i!r} (jobs[{i}]) has no teacher: no teachers were given "
+                                     f"and the job names none. Pass teachers (or a config's teachers:), or write "
+                                     f"teachers: [{SELF!r}] in the job for self-distillation from the student's "
+                                     f"own taps")
+            names = spec.teachers or list(self._teachers)
             unknown = [n for n in names if n != SELF and n not in self._teachers]
             if unknown:
                 raise DistillerError(f"job {spec.name or i!r} names unknown teacher(s) {unknown}; teachers given: "
@@ -116,8 +148,10 @@ class Distiller(nn.Module):
                 raise DistillerError(f"two jobs are named {job_name!r}; give each a unique name")
             try:
                 self.jobs.append(JobModule(spec, job_name, names))
-            except (KeyError, TypeError, ValueError) as e:
+            except (KeyError, TypeError) as e:
                 raise type(e)(f"job {job_name!r} (jobs[{i}]): {e}") from e
+            except ValueError as e:  # bad tap counts, loss arguments (LossArgumentError keeps its type)
+                raise (DistillerError if type(e) is ValueError else type(e))(f"job {job_name!r} (jobs[{i}]): {e}") from e
             used.update(names)
         self._student_taps = sorted({t for j in self.jobs for t in j.spec.student}
                                     | {t for j in self.jobs if SELF in j.teacher_names for t in j.spec.teacher})
@@ -128,7 +162,8 @@ class Distiller(nn.Module):
         self._teacher_tappers = {n: Tapper(self._teachers[n], taps) for n, taps in self._teacher_taps.items()
                                  if not isinstance(self._teachers[n], ExternalTeacher)}
         self._runners = {n: TeacherRunner(n, self._teachers[n], self.teacher_exec) for n in self._teacher_tappers}
-        self._student_format = ChannelsLast("student", student, self.teacher_exec.student_channels_last)
+        self._student_format = ChannelsLast("student", student, self.teacher_exec.student_channels_last,
+                                            keep=logits_only if self.teacher_exec.student_channels_last == "auto" else None)
         for job in self.jobs:
             setup = getattr(job.loss, "setup", None)
             if callable(setup):
@@ -183,20 +218,31 @@ class Distiller(nn.Module):
 
     # ----------------------------------------------------------------- forward
     def forward(self, *inputs: Any, teacher_outputs: Mapping[str, Mapping[str, Tensor]] | None = None,
-                **ctx: Any) -> tuple[Any, Tensor]:
+                **kwargs: Any) -> tuple[Any, Tensor]:
         """Run the student (and the teachers), return ``(student_output, weighted distillation loss)``.
 
-        ``ctx`` (``labels``, ``index``, ``epoch``, …) is passed to every loss, with ``step`` and
-        ``student_output`` added. In training mode the step counter advances by one.
+        ``inputs`` go to the models; keyword arguments the student's ``forward`` declares (see
+        :attr:`model_inputs`) go to the models too; every keyword argument (``labels``, ``index``,
+        ``epoch``, ``attention_mask``, …) is passed to every loss as context, with ``step`` and
+        ``student_output`` added. A single dict argument is spread into keyword arguments. In
+        training mode the step counter advances by one.
         """
-        self._check_devices(inputs)
+        if _called_through_torch_compile():
+            raise DistillerError(
+                "torch.compile(distiller) is not supported: the Distiller's taps are forward hooks switched on and "
+                "off around each model call, and its lazily-shaped connectors are built on the first call, neither "
+                "of which a compiled graph of the whole Distiller can hold. Compile the models instead, in place — "
+                "distiller.student.compile() (and teacher.compile() for a teacher) — and keep calling the Distiller "
+                "itself: taps, connectors and losses work unchanged around compiled models")
+        inputs, model_kw, ctx = self.split_inputs(inputs, kwargs)
+        self._check_devices(inputs + tuple(model_kw.values()))
         given = teacher_outputs or {}
         if self.teacher_exec.teacher_first:
-            trecs, tlogits = self._run_teachers(inputs, given)
+            trecs, tlogits = self._run_teachers(inputs, model_kw, given)
         with self._student_tapper.record() as srec:
-            out = self._student_format.call(self.student, *inputs)
+            out = self._student_format.call(self.student, *inputs, **model_kw)
         if not self.teacher_exec.teacher_first:
-            trecs, tlogits = self._run_teachers(inputs, given)
+            trecs, tlogits = self._run_teachers(inputs, model_kw, given)
         step = self._step_int()
         ctx = {**ctx, "step": step, "student_output": out}
         total: Tensor | None = None
@@ -230,8 +276,27 @@ class Distiller(nn.Module):
             self._step_seen = (self.step, self.step._version, value)
         return value
 
-    def _run_teachers(self, inputs: tuple[Any, ...], given: Mapping[str, Mapping[str, Tensor]]
-                      ) -> tuple[dict[str, Any], dict[str, Any]]:
+    def split_inputs(self, inputs: tuple[Any, ...], kwargs: Mapping[str, Any]
+                     ) -> tuple[tuple[Any, ...], dict[str, Any], dict[str, Any]]:
+        """``(positional model inputs, keyword model inputs, loss context)`` for a call (see the module
+        docstring): a lone dict batch holding a model input is spread (a dict without one stays a
+        positional input, for models that take a dict); keywords in :attr:`model_inputs` go to the
+        models; all keywords are context."""
+        if len(inputs) == 1 and isinstance(inputs[0], Mapping) and self.model_inputs.intersection(inputs[0]):
+            clash = sorted(set(inputs[0]) & set(kwargs))
+            if clash:
+                raise DistillerError(f"{clash} given both in the dict batch and as keyword arguments; pass each once")
+            kwargs = {**inputs[0], **kwargs}
+            inputs = ()
+        model_kw = {k: v for k, v in kwargs.items() if k in self.model_inputs}
+        if not inputs and not model_kw:
+            raise DistillerError(f"no model inputs: pass them positionally (distiller(x, labels=y)), as a dict batch, or "
+                                 f"as keyword arguments the student's forward takes ({sorted(self.model_inputs)}); "
+                                 f"got only context {sorted(kwargs)}")
+        return tuple(inputs), model_kw, dict(kwargs)
+
+    def _run_teachers(self, inputs: tuple[Any, ...], model_kw: Mapping[str, Any],
+                      given: Mapping[str, Mapping[str, Tensor]]) -> tuple[dict[str, Any], dict[str, Any]]:
         recs: dict[str, Any] = {}
         logits: dict[str, Any] = {}
         for name in self._teacher_taps:
@@ -248,8 +313,10 @@ class Distiller(nn.Module):
             if teacher.training:  # someone called teacher.train() behind our back
                 teacher.eval()
             runner = self._runners[name]
+            if model_kw:
+                _check_accepts(self._teachers[name], name, model_kw)
             with torch.no_grad(), tapper.record() as rec:
-                logits[name] = runner(*inputs)
+                logits[name] = runner(*inputs, **model_kw)
             if runner.converts:  # channels_last / autocast: losses get contiguous float32 tensors
                 recs[name], logits[name] = {t: to_plain(rec[t]) for t in self._teacher_taps[name]}, to_plain(logits[name])
             else:
@@ -336,6 +403,69 @@ class Distiller(nn.Module):
                     raise DistillerError(f"inputs are on {a.device} but the models are on {s_dev}; move the "
                                          f"batch with .to({str(s_dev)!r})")
                 break
+
+
+#: keyword arguments never routed to the models automatically: a Hugging Face model given ``labels``
+#: computes its own loss (the trainer's task criterion does that once, for the student only)
+CONTEXT_ONLY = frozenset({"labels"})
+
+
+def _keyword_params(model: nn.Module) -> list[str]:
+    """Names ``model.forward`` takes by keyword (not ``*args``/``**kwargs``)."""
+    try:
+        params = inspect.signature(model.forward).parameters.values()
+    except (TypeError, ValueError):
+        return []
+    return [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+
+
+def _check_accepts(model: nn.Module, name: str, model_kw: Mapping[str, Any]) -> None:
+    try:
+        params = inspect.signature(model.forward).parameters.values()
+    except (TypeError, ValueError):
+        return
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return
+    missing = sorted(set(model_kw) - {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)})
+    if missing:
+        raise DistillerError(f"teacher {name!r} ({type(model).__name__}) does not take the model input(s) {missing} "
+                             f"that the student gets; give both models the same inputs, or name the inputs with "
+                             f"Distiller(..., model_inputs=[...])")
+
+
+def _called_through_torch_compile(depth: int = 8) -> bool:
+    """True when this call came through ``torch.compile(distiller)`` (an ``OptimizedModule`` a few frames up).
+
+    Raising inside the traced region would only make dynamo fall back to running the frame eagerly, so
+    the check looks at the real call stack, which dynamo leaves to eager execution (``sys._getframe``
+    is not traced). Costs a few microseconds per call.
+    """
+    f = sys._getframe(1).f_back
+    for _ in range(depth):
+        if f is None:
+            return False
+        me = f.f_locals.get("self")
+        if me is not None and type(me).__name__ == "OptimizedModule":
+            return True
+        f = f.f_back
+    return False
+
+
+def _check_dtype(name: str, teacher: nn.Module, student: nn.Module) -> None:
+    """Teacher and student see the same input batch, so their floating-point dtypes must agree."""
+    s, t = _param_dtype(student), _param_dtype(teacher)
+    if s is not None and t is not None and s != t:
+        raise DistillerError(f"teacher {name!r} has {t} parameters but the student has {s}: both models get the "
+                             f"same input batch, so they need the same dtype. Convert the teacher "
+                             f"(teacher.to({s})) before building the Distiller; for mixed precision keep both in "
+                             f"float32 and use autocast (train.amp)")
+
+
+def _param_dtype(m: nn.Module) -> torch.dtype | None:
+    for p in m.parameters():
+        if p.is_floating_point() and not isinstance(p, nn.parameter.UninitializedParameter):
+            return p.dtype
+    return None
 
 
 def _param_device(m: nn.Module) -> torch.device | None:

@@ -24,6 +24,10 @@ ConnectorSpec = str | dict[str, Any] | None
 SELF = "self"
 
 
+class JobError(ValueError):
+    """A job that cannot run with the models and data it is given (found while building or calling it)."""
+
+
 def check_names(info: ValidationInfo) -> bool:
     """Whether validation checks registered names and their arguments (off only for a structural check,
     e.g. of a translated config whose models and losses the user supplies later)."""
@@ -57,9 +61,23 @@ class DistillJob(BaseModel):
     connector: ConnectorSpec | list[ConnectorSpec] | nn.Module = None
     weight: float = Field(default=1.0, validation_alias=AliasChoices("weight", "loss_weight"))
     warmup_iters: int = Field(default=0, ge=0, validation_alias=AliasChoices("warmup_iters", "warm_up_iters"))
+    #: a negative ``weight`` (or teacher weight) maximises that loss; refused unless this is true
+    allow_negative_weight: bool = False
     schedule: Callable[[int], float] | None = Field(default=None, exclude=True)
 
     _split = field_validator("student", "teacher", "teachers", mode="before")(lambda v: _listify(v))
+
+    @field_validator("weight", "warmup_iters", "teacher_weights", mode="before")
+    @classmethod
+    def _no_numeric_strings(cls, v: Any) -> Any:
+        """``weight: "0.5"`` is refused (not silently converted): the config says a string."""
+        for x in (v if isinstance(v, (list, tuple)) else [v]):
+            if isinstance(x, (str, bytes)):
+                shown = repr(x) if len(repr(x)) <= 40 else repr(x)[:37] + "..."
+                raise ValueError(f"must be a number, got the string {shown}; write the number without quotes")
+            if isinstance(x, bool):
+                raise ValueError(f"must be a number, got {x}")
+        return v
 
     @field_validator("loss")
     @classmethod
@@ -85,7 +103,17 @@ class DistillJob(BaseModel):
         if self.teacher_weights is not None and self.teachers is not None \
                 and len(self.teacher_weights) != len(self.teachers):
             raise ValueError(f"teacher_weights has {len(self.teacher_weights)} entries for "
-                             f"{len(self.teachers)} teachers {self.teachers}")
+                             f"{len(self.teachers)} teachers {self.teachers}; give one weight per teacher")
+        if not self.allow_negative_weight:
+            if self.weight < 0:
+                raise ValueError(f"weight={self.weight} is negative: the job would maximise its loss. Use a weight "
+                                 f">= 0, or set allow_negative_weight: true if that is intended")
+            if self.teacher_weights is not None and any(w < 0 for w in self.teacher_weights):
+                raise ValueError(f"teacher_weights {self.teacher_weights} has a negative entry; use weights >= 0, or "
+                                 f"set allow_negative_weight: true if that is intended")
+        if self.teachers is not None and not self.teachers:
+            raise ValueError(f"teachers is empty; name the teachers of this job, or [{SELF!r}] for "
+                             f"self-distillation (the student's own taps)")
         return self
 
     def warmup_factor(self, step: int) -> float:
@@ -118,6 +146,9 @@ class JobModule(nn.Module):
             raise ValueError(f"job {name!r}: {len(conns)} connectors for {n_s} student taps; give one per tap")
         self.connectors = nn.ModuleList(build_connector(c) for c in conns)
         w = spec.teacher_weights
+        if w is not None and len(w) != len(self.teacher_names):
+            raise ValueError(f"teacher_weights has {len(w)} entries for the {len(self.teacher_names)} teacher(s) "
+                             f"{self.teacher_names} of this job; give one weight per teacher")
         self.teacher_weights = [1.0 / len(self.teacher_names)] * len(self.teacher_names) if w is None else list(w)
 
     def forward(self, student: list[Tensor], teachers: list[list[Tensor]], ctx: dict[str, Any],
@@ -130,6 +161,12 @@ class JobModule(nn.Module):
             if labels is None or teacher_logits is None:
                 raise ValueError(f"job {self.name!r} combines teachers by confidence and needs labels=... "
                                  f"in the distiller call (and the teachers' logits)")
+            for tname, z in zip(self.teacher_names, teacher_logits):
+                if not isinstance(z, Tensor) or z.dim() != 2:
+                    got = type(z).__name__ if not isinstance(z, Tensor) else f"a tensor of shape {tuple(z.shape)}"
+                    raise JobError(f"job {self.name!r}: combine='confidence' ranks teachers by the cross-entropy "
+                                   f"of their logits, so each teacher must return (N, classes) logits; teacher "
+                                   f"{tname!r} returns {got}. Use combine='mean' (optionally with teacher_weights)")
             teachers, weights = combine_by_confidence(teachers, teacher_logits, labels), [1.0]
         s = [self._connect(i, x, teachers[0][i] if i < len(teachers[0]) else None) for i, x in enumerate(student)]
         if self.same_shape and self.pairwise:

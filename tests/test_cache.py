@@ -411,7 +411,7 @@ def test_cli_build_info_train_and_exit_codes(setup, tmp_path, capsys):
         assert msg in capsys.readouterr().err
     # a job whose taps are not in the cache: exit 2 at start-up, with the rebuild command
     rc = cli(["train", str(cfg), "--set", f"teacher_cache={out}", "--set", "jobs.0.teacher=fc:input",
-              "--set", "jobs.0.student=fc:input", "--quiet"])
+              "--set", "jobs.0.student=fc:input", "--quiet", "--overwrite"])
     err = capsys.readouterr().err
     assert rc == 2 and "the jobs tap ['fc:input']" in err and f"kdforge cache build {cfg}" in err
 

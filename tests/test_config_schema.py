@@ -194,7 +194,10 @@ def test_cli_list_show_check(tmp_path, capsys):
     shown = yaml.safe_load(capsys.readouterr().out)
     assert shown["train"]["epochs"] == 2 and shown["data"]["name"] == "fashion_mnist"  # from the base file
     assert shown["student"]["kwargs"]["channels"] == [8, 16, 32] and "base" not in shown
-    assert main(["check", str(ROOT / "configs/fmnist/kd.yaml"), "--set", "teachers.teacher.weights=null"]) == 0
+    assert main(["check", str(ROOT / "configs/fmnist/kd.yaml"), "--set", "teachers.teacher.weights=null"]) == 2
+    assert "allow_untrained_teacher" in capsys.readouterr().err  # what `train` would refuse, found by `check`
+    assert main(["check", str(ROOT / "configs/fmnist/kd.yaml"), "--set", "teachers.teacher.weights=null",
+                 "--set", "allow_untrained_teacher=true"]) == 0
     out = capsys.readouterr().out
     assert "config valid" in out and "KDLoss" in out and "nothing trained" in out
 

@@ -154,13 +154,15 @@ def test_incompatible_or_missing_checkpoint(tmp_path):
     train(run_config(out, epochs=1, jobs=False), verbose=False)
     other = run_config(out, epochs=2, jobs=False)
     other["model"]["name"] = "tiny_net_other"
-    with pytest.raises(CheckpointError, match="written for model 'tiny_net'"):
+    with pytest.raises(CheckpointError, match="student.name: 'tiny_net' → 'tiny_net_other'"):
         train(other, resume=True, verbose=False)
     wider = run_config(out, epochs=2, jobs=False)
     wider["model"]["kwargs"]["width"] = 6
-    with pytest.raises(CheckpointError, match="shape mismatch"):
+    with pytest.raises(CheckpointError, match=r"student.kwargs.width: \(not set\) → 6"):
         train(wider, resume=True, verbose=False)
-    with pytest.raises(CheckpointError, match="plain"):
+    with pytest.raises(CheckpointError, match="shape mismatch"):  # a model object the config does not describe
+        train(run_config(out, epochs=2, jobs=False), resume=True, model=TinyNet(width=6), verbose=False)
+    with pytest.raises(CheckpointError, match="jobs"):
         train(run_config(out, epochs=2), resume=True, verbose=False)
     with pytest.raises(CheckpointError, match="does not exist"):
         train(run_config(out, epochs=2, jobs=False), resume=str(tmp_path / "nope.pt"), verbose=False)

@@ -36,8 +36,9 @@ def distill_forward(distiller: Distiller, batch: Any) -> tuple[Any, Tensor, Any]
         if not inputs:
             raise ValueError(f"the batch has no model inputs besides labels (keys: {sorted(batch)})")
         ctx = {} if labels is None else {"labels": labels}
-        if hasattr(distiller, "split_inputs"):  # a Distiller that routes keyword model inputs itself
-            out, kd = distiller(**inputs, **ctx)
+        routed = getattr(distiller, "model_inputs", None)
+        if routed is not None and (len(inputs) > 1 or routed.intersection(inputs)):
+            out, kd = distiller(**inputs, **ctx)  # keyword model inputs, routed by the Distiller
         elif len(inputs) == 1:
             out, kd = distiller(next(iter(inputs.values())), **ctx)
         else:

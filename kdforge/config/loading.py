@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from .safe_yaml import YAMLLimitError, load_yaml
 from ..registry import closest
 
 M = TypeVar("M", bound=BaseModel)
@@ -72,7 +73,9 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     if not p.is_file():
         raise ConfigError(f"config file {str(p)!r} does not exist")
     try:
-        data = yaml.safe_load(p.read_text())
+        data = load_yaml(p.read_bytes(), str(p))
+    except YAMLLimitError as e:
+        raise ConfigError(str(e)) from None
     except yaml.YAMLError as e:
         raise ConfigError(f"{p}: not valid YAML: {e}") from None
     if not isinstance(data, dict):
@@ -81,19 +84,40 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str] | None) -> dict[str, Any]:
-    """Apply ``a.b.c=value`` overrides (values parsed as YAML: numbers, bools, lists)."""
+    """Apply ``a.b.c=value`` overrides (values parsed as YAML: numbers, bools, lists).
+
+    List items are addressed by index (``jobs.0.weight=0.5``); a path through a value that is not a
+    mapping or list, or an index out of range, is a :class:`ConfigError` naming the override.
+    """
     for item in overrides or []:
         key, sep, raw = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"override {item!r} must look like key.path=value")
+        if not sep or not key or any(not p for p in key.split(".")):
+            raise ConfigError(f"override {item[:200]!r} must look like key.path=value (e.g. train.epochs=3)")
         node: Any = data
         parts = key.split(".")
-        for part in parts[:-1]:
+        for depth, part in enumerate(parts):
+            last = depth == len(parts) - 1
+            where = ".".join(parts[:depth]) or "the config"
             if isinstance(node, list):
+                if not part.lstrip("-").isdigit() or not -len(node) <= int(part) < len(node):
+                    raise ConfigError(f"override {key!r}: {where} is a list of {len(node)} item(s); {part!r} is "
+                                      f"not an index in 0..{len(node) - 1}")
+                if last:
+                    break
                 node = node[int(part)]
-            else:
+            elif isinstance(node, dict):
+                if last:
+                    break
                 node = node.setdefault(part, {})
-        value = yaml.safe_load(raw)
+            else:
+                raise ConfigError(f"override {key!r}: {where} is {type(node).__name__} {repr(node)[:60]}, not a "
+                                  f"mapping, so it has no field {part!r}")
+        try:
+            value = load_yaml(raw, f"override {key!r}")
+        except YAMLLimitError as e:
+            raise ConfigError(str(e)) from None
+        except yaml.YAMLError as e:
+            raise ConfigError(f"override {key!r}: the value is not valid YAML ({str(e).splitlines()[0]})") from None
         if isinstance(node, list):
             node[int(parts[-1])] = value
         else:

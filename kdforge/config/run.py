@@ -140,6 +140,8 @@ class TrainConfig(_Strict):
     grad_clip: float | None = Field(default=None, gt=0)
     log_every: int = Field(default=50, ge=1)
     eval_every: int = Field(default=1, ge=1)
+    #: stop when a logged training loss exceeds this factor × the run's first logged loss (null: never)
+    divergence_factor: float | None = Field(default=1e4, gt=1)
 
 
 class CheckpointConfig(_Strict):
@@ -164,6 +166,8 @@ class RunConfig(DistillConfig):
     train: TrainConfig = Field(default_factory=TrainConfig)
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    #: distilling from a teacher without ``weights`` is an error unless this is true (tests, smoke runs)
+    allow_untrained_teacher: bool = False
     #: a teacher-output cache (``kdforge cache build``): replay its views, read the teachers' tensors from it
     teacher_cache: str | None = None
 

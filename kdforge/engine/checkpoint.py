@@ -11,6 +11,7 @@ A kdforge checkpoint is a dict::
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import random
 import tempfile
@@ -26,6 +27,14 @@ FORMAT, VERSION = "kdforge-checkpoint", 1
 
 class CheckpointError(ValueError):
     """A checkpoint that is missing, unreadable, or does not fit the run being resumed."""
+
+
+class DiskFullError(CheckpointError):
+    """A checkpoint write failed because the disk is full (or over quota); the previous file is intact."""
+
+
+#: errno values that mean "the disk is full" (ENOSPC; EDQUOT: over quota)
+DISK_FULL = frozenset({errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)})
 
 
 # --------------------------------------------------------------------------------------------- RNG
@@ -80,9 +89,14 @@ def atomic_save(obj: Any, path: str | Path) -> Path:
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; give checkpoints the usual mode
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+        if isinstance(e, OSError) and e.errno in DISK_FULL:
+            kept = f"the previous {path.name} is intact" if path.exists() else f"no {path.name} was written"
+            raise DiskFullError(f"the disk is full: could not write {path} ({e.strerror or 'no space left'}); {kept} "
+                                f"(checkpoints are written to a temporary file and renamed). Free some space and "
+                                f"continue with --resume") from None
         raise
     return path
 
@@ -92,12 +106,20 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {str(path)!r} does not exist; resume from a run directory's last.pt "
-                              f"(written at the end of each epoch) or start without --resume")
+                              f"(written at the end of each epoch), or start the run again: without --resume, and with "
+                              f"--overwrite if its directory already holds files of the interrupted run")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # unpickling/zip errors come in many types
-        raise CheckpointError(f"cannot read checkpoint {path}: {str(e).splitlines()[0] if str(e) else e!r}. "
-                              f"It is damaged or not a file written by kdforge.") from None
+        text = str(e)
+        if "weights only" in text.lower() or "weights_only" in text:  # never repeat torch's "weights_only=False"
+            raise CheckpointError(f"{path} holds Python objects besides tensors and plain containers; kdforge never "
+                                  f"unpickles such files (they can run code). It was not written by kdforge's "
+                                  f"trainer: resume only from a run directory's last.pt / epoch_*.pt") from None
+        first = text.splitlines()[0][:300] if text else repr(e)[:300]
+        raise CheckpointError(f"cannot read checkpoint {path}: {first}. It is damaged (e.g. truncated) or not a "
+                              f"file written by kdforge; resume from another checkpoint of the run "
+                              f"(epoch_*.pt) or start again with --overwrite") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a kdforge training checkpoint (a plain state dict can be used as "
                               f"model weights: model.weights / --weights, but not to resume training)")

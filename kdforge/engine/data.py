@@ -49,6 +49,26 @@ def fashion_mnist(cfg: DataConfig, seed: int, padding: int = 2, flip_p: float = 
     return FashionMNIST(cfg.root, train=True, transform=transform), FashionMNIST(cfg.root, train=False)
 
 
+@DATASETS.register("text")
+def text(cfg: DataConfig, seed: int, seq_len: int = 128, pattern: str = "*.py", max_train_bytes: int | None = None,
+         max_val_bytes: int | None = None) -> tuple[Dataset, Dataset]:
+    """Byte-tokenized text windows for language modelling (:mod:`kdforge.data.text`), split by file.
+
+    ``data.root``: a directory of text files (default: the Python standard library's ``.py`` files);
+    ``data.val_fraction``: the share of files held out for validation (required: > 0);
+    ``data.kwargs``: ``seq_len`` (tokens per window), ``pattern`` (file glob), ``max_train_bytes`` and
+    ``max_val_bytes`` (default: all). The split does not depend on ``seed``.
+    """
+    from ..data.text import text_splits
+
+    if cfg.val_fraction <= 0:
+        raise ValueError("data.name=text splits files into train/validation: set data.val_fraction (e.g. 0.1)")
+    if cfg.augment:
+        raise ValueError("data.name=text has no augmentation: drop data.augment")
+    return text_splits(cfg.root, pattern=pattern, seq_len=seq_len, val_fraction=cfg.val_fraction,
+                       max_train_bytes=max_train_bytes, max_val_bytes=max_val_bytes)
+
+
 #: the engine's name for :class:`kdforge.data.WithIndex` (kept: older code imports it from here)
 IndexedDataset = WithIndex
 

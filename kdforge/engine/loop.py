@@ -4,7 +4,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
 import torch
 from torch import Tensor, nn
@@ -18,6 +18,11 @@ from .logging import Progress
 
 class TrainingError(RuntimeError):
     """Training cannot go on (e.g. the loss became NaN/inf)."""
+
+
+def call_model(model: nn.Module, inputs: Any) -> Any:
+    """``model(**inputs)`` for a dict of keyword inputs (Hugging Face style), else ``model(inputs)``."""
+    return model(**inputs) if isinstance(inputs, Mapping) else model(inputs)
 
 
 def split_cached(batch: Any, device: torch.device) -> tuple[Any, dict[str, Any]]:
@@ -57,6 +62,7 @@ class Step:
     ce_weight: float = 1.0
     grad_clip: float | None = None
     job_names: list[str] = field(default_factory=list)
+    guard: Any = None              # a DivergenceGuard (engine/guard.py), or None
 
 
 def train_epoch(s: Step, loader: Iterable[Any], epoch: int, epochs: int, ctx: DistContext, log_every: int,
@@ -76,9 +82,16 @@ def train_epoch(s: Step, loader: Iterable[Any], epoch: int, epochs: int, ctx: Di
             if s.distiller is not None:
                 out, kd = s.net(inputs, **s.task.loss_context(targets, batch), epoch=epoch, **cached)
             else:
-                out, kd = s.net(inputs), None
+                out, kd = call_model(s.net, inputs), None
             task_loss = s.task.criterion(out, targets)
             loss = s.ce_weight * task_loss + (kd if kd is not None else 0.0)
+        parts = [loss.detach(), task_loss.detach(), kd.detach() if kd is not None else torch.zeros((), device=s.device)]
+        if s.distiller is not None:
+            parts += [s.distiller.losses[j] for j in s.job_names]
+        stacked = torch.stack([p.to(s.device, torch.float64) for p in parts])
+        if s.guard is not None:  # before backward: on CPU a bad step never reaches the weights
+            s.guard.observe(stacked, inputs, i + 1, f"epoch {epoch + 1}, step {i + 1}",
+                            lambda: _teacher_sources(s, inputs))
         s.optimizer.zero_grad(set_to_none=True)
         if s.scaler is not None:
             s.scaler.scale(loss).backward()
@@ -96,13 +109,12 @@ def train_epoch(s: Step, loader: Iterable[Any], epoch: int, epochs: int, ctx: Di
         s.scheduler.step()
         n = batch_len(inputs, targets)
         count += n
-        parts = [loss.detach(), task_loss.detach(), kd.detach() if kd is not None else torch.zeros((), device=s.device)]
-        if s.distiller is not None:
-            parts += [s.distiller.losses[j] for j in s.job_names]
-        sums += torch.stack([p.to(s.device, torch.float64) for p in parts]) * n
+        sums += stacked * n
         if (i + 1) % log_every == 0 or i + 1 == n_steps:
             value = float(loss.detach())
-            if not math.isfinite(value):
+            if s.guard is not None:
+                s.guard.check_synced(value, i + 1, f"epoch {epoch + 1}, step {i + 1}")
+            elif not math.isfinite(value):
                 raise TrainingError(f"the loss is {value} at epoch {epoch + 1}, step {i + 1}; lower "
                                     f"train.optimizer.lr, set train.grad_clip, or use train.amp.dtype=bf16")
             progress.update(i + 1, count, {"loss": value})
@@ -121,6 +133,26 @@ def train_epoch(s: Step, loader: Iterable[Any], epoch: int, epochs: int, ctx: Di
     return row
 
 
+def _teacher_sources(s: Step, inputs: Any) -> list[str]:
+    """Which teacher outputs/taps are non-finite on ``inputs`` (run only when a step's loss is)."""
+    d = s.distiller
+    if d is None:
+        return []
+    try:
+        with torch.no_grad(), autocast(s.amp, s.device):
+            recs, logits = d._run_teachers(inputs if isinstance(inputs, tuple) else (inputs,), {})
+            values = {n: {**(dict(r) if isinstance(r, dict) else r.values()), "": logits.get(n)} for n, r in recs.items()}
+    except Exception:  # a diagnosis must not hide the original problem
+        return []
+    out = []
+    for name, taps in values.items():
+        bad = [tap or "(output)" for tap, t in taps.items()
+               if isinstance(t, Tensor) and t.is_floating_point() and not bool(torch.isfinite(t).all())]
+        if bad:
+            out.append(f"teacher {name!r} output/taps {bad} are NaN/inf (check its weights and dtype)")
+    return out
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, loader: Iterable[Any], task: Task, device: torch.device, amp: AmpConfig,
              ctx: DistContext | None = None) -> dict[str, float]:
@@ -134,7 +166,7 @@ def evaluate(model: nn.Module, loader: Iterable[Any], task: Task, device: torch.
         for batch in loader:
             inputs, targets = task.batch_to(batch, device)
             with autocast(amp, device):
-                out = model(inputs)
+                out = call_model(model, inputs)
             meter.update(out, targets)
     finally:
         model.train(was)

@@ -14,7 +14,7 @@ import json
 import random
 import time
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 import numpy as np
 import torch
@@ -23,6 +23,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from ..build import build_distiller, build_model_from_spec
+from ..config import ConfigError
 from ..config.run import RunConfig, load_run_config
 from ..distiller import Distiller, ExternalTeacher
 from ..registry import TASKS
@@ -31,18 +32,47 @@ from .checkpoint import FORMAT, VERSION, CheckpointError, atomic_save, load_modu
     read_checkpoint, rng_state, set_rng_state
 from .data import ShardSampler, build_datasets, make_loader
 from .distributed import DistContext, barrier, cleanup, init_distributed
+from .guard import DivergenceGuard, weights_finite
 from .logging import CSVLog, TensorBoard, say
 from .loop import Step, TrainingError, evaluate, split_cached, train_epoch
 from .optim import build_optimizer
+from .resume import apply_new_hyperparameters, check_resume_config, hyperparameters
+from .rundir import RunLock, claim_run_dir
 from .schedule import build_scheduler
 
 ConfigLike = str | Path | Mapping[str, Any] | RunConfig
+
+
+def _better(task: Any, value: float, best: float) -> bool:
+    """Whether ``value`` beats ``best`` for the task's main metric (``task.higher_is_better``, default True)."""
+    return value < best if getattr(task, "higher_is_better", True) is False else value > best
 
 
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+def check_teachers(cfg: RunConfig, given: Iterable[str] = ()) -> None:
+    """Before any data is read: jobs have a teacher (or say ``self``), and teachers have weights unless
+    ``allow_untrained_teacher``; ``given``: teachers handed over as modules."""
+    given = set(given)
+    if not cfg.jobs:
+        return
+    if not cfg.teachers and not given:  # the Distiller would refuse it, but only after the data is loaded
+        bare = [j.name or f"jobs[{i}]" for i, j in enumerate(cfg.jobs) if j.teachers is None]
+        if bare:
+            raise ConfigError(f"jobs {bare} have no teacher: the config has no teachers and the jobs name none. "
+                              f"Add teachers:, or write teachers: [self] in a job for self-distillation")
+    if cfg.allow_untrained_teacher:
+        return
+    untrained = [n for n, spec in cfg.teachers.items() if not spec.weights and n not in given]
+    if untrained:
+        raise ConfigError(f"teachers {untrained} have no weights: distilling from an untrained (randomly "
+                          f"initialised) teacher teaches noise. Give teachers.<name>.weights (a file written by "
+                          f"training the teacher, e.g. runs/<teacher>/best.pt), or set "
+                          f"allow_untrained_teacher: true for a smoke test")
 
 
 class Trainer:
@@ -62,6 +92,7 @@ class Trainer:
         self.distiller: Distiller | None = None
         self._prior_time = 0.0  # training seconds before a resume
         self._t_train = 0.0
+        self.resume_changes: list[str] = []  # config fields a resume changed (reported, kept in config history)
 
     # ------------------------------------------------------------------------------ building
     def _data(self, ctx: DistContext, task: Any) -> tuple[Any, Any, Dataset]:
@@ -118,11 +149,26 @@ class Trainer:
         return self.verbose and ctx.is_main
 
     # ------------------------------------------------------------------------------ training
-    def fit(self, resume: str | Path | bool | None = None) -> dict[str, Any]:
-        """Train (or continue training from a checkpoint) and return the run summary."""
+    def fit(self, resume: str | Path | bool | None = None, overwrite: bool = False) -> dict[str, Any]:
+        """Train (or continue training from a checkpoint) and return the run summary.
+
+        The run directory must be empty unless ``resume`` (continue the run there) or ``overwrite``
+        (delete the earlier run's files first); it is locked while the run trains (see ``rundir.py``).
+        """
         cfg, tc = self.cfg, self.cfg.train
+        check_teachers(cfg, self._teachers)
         ctx = init_distributed(cfg.device)
+        lock: RunLock | None = None
         try:
+            if ctx.is_main:
+                lock = claim_run_dir(cfg.run_dir, resume=bool(resume), overwrite=overwrite)
+                for note in lock.notes:
+                    say(f"note: {note}", self._show(ctx))
+            ckpt, path = None, None
+            if resume:  # before any data or model: a checkpoint that does not fit is found in a second
+                path = self._resume_path(resume)
+                ckpt = read_checkpoint(path)
+                self.resume_changes = check_resume_config(ckpt.get("config"), cfg.to_dict(), str(path))
             check_amp(tc.amp, ctx.device)
             seed_everything(cfg.seed)
             task = TASKS.build(cfg.task, **cfg.task_kwargs)
@@ -139,19 +185,30 @@ class Trainer:
             scheduler = build_scheduler(optimizer, tc.schedule.name, tc.schedule.kwargs, tc.epochs, len(train_loader))
             scaler = make_scaler(tc.amp, ctx.device)
             start, best, resumed_from = 0, None, None
-            if resume:
-                path = self._resume_path(resume)
-                start, best = self._restore(path, net, optimizer, scheduler, scaler)
+            if ckpt is not None and path is not None:
+                start, best = self._restore(path, ckpt, net, optimizer, scheduler, scaler)
                 resumed_from = str(path)
                 say(f"resumed from {path} after epoch {start}", self._show(ctx))
+                for change in self.resume_changes:
+                    say(f"  resume changes {change}", self._show(ctx))
             wrapped: nn.Module = net
             if ctx.distributed:
                 wrapped = nn.parallel.DistributedDataParallel(
                     net, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
+            job_names = [j.name for j in self.distiller.jobs] if self.distiller else []
+            parts = ["total loss", "task loss", "distillation loss"] + [f"job {j!r}" for j in job_names]
+            guard = DivergenceGuard(parts, ctx.device, float(optimizer.defaults.get("lr", 0.0)), tc.divergence_factor)
             step = Step(wrapped, self.distiller, params, optimizer, scheduler, scaler, task, tc.amp, ctx.device,
-                        tc.ce_weight, tc.grad_clip, [j.name for j in self.distiller.jobs] if self.distiller else [])
+                        tc.ce_weight, tc.grad_clip, job_names, guard)
+            if ctx.is_main and resumed_from and cfg.checkpoint.every and start % cfg.checkpoint.every == 0 and start \
+                    and not (cfg.run_dir / f"epoch_{start:03d}.pt").is_file():
+                # that epoch's checkpoint was interrupted mid-write: the restored state is exactly it
+                atomic_save(self._state(net, step, start, best), cfg.run_dir / f"epoch_{start:03d}.pt")
+                say(f"note: rewrote epoch_{start:03d}.pt, whose write had been interrupted", self._show(ctx))
             return self._loop(ctx, step, net, train_loader, eval_loader, start, best, resumed_from, inputs)
         finally:
+            if lock is not None:
+                lock.release()
             cleanup(ctx)
 
     def _loop(self, ctx: DistContext, step: Step, net: nn.Module, train_loader: DataLoader,
@@ -161,8 +218,7 @@ class Trainer:
         run_dir, show = cfg.run_dir, self._show(ctx)
         assert self.student is not None
         if ctx.is_main:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+            self._write_config(run_dir, resumed_from)
         log = CSVLog(run_dir / "metrics.csv", resume_epoch=start if resumed_from else None) if ctx.is_main else None
         tb = TensorBoard(run_dir / "tb", enabled=ctx.is_main)
         metrics: dict[str, float] = {}
@@ -179,11 +235,16 @@ class Trainer:
             row.update(train_epoch(step, train_loader, epoch, tc.epochs, ctx, tc.log_every, show))
             t_train += row["epoch_time"]
             self._t_train = t_train
+            if not weights_finite(step.params):  # never evaluate or save diverged weights
+                lr = step.optimizer.defaults.get("lr", 0.0)
+                raise TrainingError(f"the weights became NaN/inf during epoch {epoch + 1} (the loss stayed finite at "
+                                    f"the logged steps); lower train.optimizer.lr (now {lr:g}) or set "
+                                    f"train.grad_clip. Nothing was saved from this epoch.")
             if (epoch + 1) % tc.eval_every == 0 or epoch + 1 == tc.epochs:
                 metrics = evaluate(self.student, eval_loader, task, ctx.device, tc.amp, ctx)
                 row.update({f"eval_{k}": v for k, v in metrics.items()})
                 value = metrics.get(task.main_metric)
-                if value is not None and (best is None or value > best["value"]):
+                if value is not None and (best is None or _better(task, value, best["value"])):
                     best = {"metric": task.main_metric, "value": value, "epoch": epoch + 1}
                     if ctx.is_main and cfg.checkpoint.keep_best:
                         atomic_save(self._state(net, step, epoch + 1, best), run_dir / "best.pt")
@@ -210,6 +271,21 @@ class Trainer:
         barrier(ctx)
         return summary
 
+    def _write_config(self, run_dir: Path, resumed_from: str | None) -> None:
+        """``config.yaml`` holds the config the run started with; each resume adds ``config.resume-N.yaml``
+        (the config it ran with, its changes listed at the top) instead of rewriting it."""
+        text = yaml.safe_dump(self.cfg.to_dict(), sort_keys=False)
+        first = run_dir / "config.yaml"
+        if not resumed_from or not first.is_file():
+            first.write_text(text)
+            return
+        n = 1
+        while (run_dir / f"config.resume-{n}.yaml").exists():
+            n += 1
+        head = f"# resume {n} from {resumed_from}\n"
+        head += "".join(f"# changed {c}\n" for c in self.resume_changes) or "# no config changes\n"
+        (run_dir / f"config.resume-{n}.yaml").write_text(head + text)
+
     # ------------------------------------------------------------------------------ state
     def _state(self, net: nn.Module, step: Step, epoch: int, best: dict[str, Any] | None) -> dict[str, Any]:
         assert self.student is not None
@@ -228,9 +304,8 @@ class Trainer:
         p = Path(resume)  # type: ignore[arg-type]
         return p / "last.pt" if p.is_dir() else p
 
-    def _restore(self, path: Path, net: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
-                 scaler: Any) -> tuple[int, dict[str, Any] | None]:
-        ckpt = read_checkpoint(path)
+    def _restore(self, path: Path, ckpt: dict[str, Any], net: nn.Module, optimizer: torch.optim.Optimizer,
+                 scheduler: Any, scaler: Any) -> tuple[int, dict[str, Any] | None]:
         kind = "distiller" if self.distiller is not None else "model"
         if ckpt.get("kind") != kind:
             raise CheckpointError(f"{path} was written by a {'distillation' if ckpt.get('kind') == 'distiller' else 'plain'}"
@@ -242,9 +317,11 @@ class Trainer:
             raise CheckpointError(f"{path} was written for model {old!r}, but this run's model is "
                                   f"{self.cfg.model.name!r}; resume with the config that wrote it")
         load_module_state(net, ckpt["state"], path, "model" if kind == "model" else "distiller (student, connectors, losses)")
+        fresh = ([dict(fn.__dict__) for fn in scheduler.lr_lambdas], list(scheduler.base_lrs), hyperparameters(optimizer))
         try:
             optimizer.load_state_dict(ckpt["optimizer"])
             scheduler.load_state_dict(ckpt["scheduler"])
+            apply_new_hyperparameters(optimizer, scheduler, *fresh)  # this config's epochs, lr, schedule
             if scaler is not None and ckpt.get("scaler"):
                 scaler.load_state_dict(ckpt["scaler"])
         except (ValueError, KeyError, RuntimeError) as e:
@@ -260,7 +337,8 @@ class Trainer:
 
         assert self.student is not None
         try:
-            one = sample[:1] if isinstance(sample, torch.Tensor) else sample
+            one = sample[:1] if isinstance(sample, torch.Tensor) else \
+                {k: v[:1] for k, v in sample.items()} if isinstance(sample, Mapping) else sample
             macs: int | None = count_macs(self.student, one)
         except Exception:  # exotic inputs: report no MACs rather than fail a finished run
             macs = None
@@ -272,10 +350,11 @@ class Trainer:
                 "jobs": [j.name for j in self.distiller.jobs] if self.distiller is not None else [],
                 "main_metric": main_metric,
                 "best": best, "final": metrics, "epochs": self.cfg.train.epochs, "train_time_s": t_train,
-                "world_size": ctx.world_size, "device": str(ctx.device), "resumed_from": resumed_from}
+                "world_size": ctx.world_size, "device": str(ctx.device), "resumed_from": resumed_from,
+                "resume_changes": list(self.resume_changes)}
 
 
 def train(cfg: ConfigLike, overrides: list[str] | None = None, resume: str | Path | bool | None = None,
-          **kwargs: Any) -> dict[str, Any]:
-    """``Trainer(cfg, overrides, **kwargs).fit(resume)``."""
-    return Trainer(cfg, overrides, **kwargs).fit(resume)
+          overwrite: bool = False, **kwargs: Any) -> dict[str, Any]:
+    """``Trainer(cfg, overrides, **kwargs).fit(resume, overwrite)``."""
+    return Trainer(cfg, overrides, **kwargs).fit(resume, overwrite)

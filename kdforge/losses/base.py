@@ -41,7 +41,7 @@ How the Distiller calls it (class attributes a loss may override):
 """
 from __future__ import annotations
 
-from typing import ClassVar, Sequence
+from typing import Any, ClassVar, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -50,6 +50,26 @@ from torch import Tensor, nn
 
 class ShapeMismatchError(ValueError):
     """Paired student/teacher tensors whose shapes a loss cannot compare."""
+
+
+class LossArgumentError(ValueError):
+    """A loss built with an argument value it cannot use (e.g. a temperature ``T <= 0`` or ``T: "4"``)."""
+
+
+def check_temperature(value: Any, name: str, loss: str) -> Any:
+    """The one temperature check every loss uses: a real number ``> 0``, returned as ``float``.
+
+    Raises :class:`LossArgumentError` naming the loss and the argument (``kd: T must be …``); a
+    numeric string (``T: "4"`` in YAML) is refused rather than guessed. Returns ``value`` unchanged.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        hint = " (a string: write the number without quotes)" if isinstance(value, str) else ""
+        shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
+        raise LossArgumentError(f"{loss}: temperature {name} must be > 0 (a number), got {shown}"
+                                f" of type {type(value).__name__}{hint}")
+    if not value > 0 or value != value or value == float("inf"):
+        raise LossArgumentError(f"{loss}: temperature {name} must be > 0 and finite, got {value}")
+    return value
 
 
 class DistillLoss(nn.Module):
@@ -90,6 +110,8 @@ def suggest_connector(student_shape: Sequence[int], teacher_shape: Sequence[int]
         return "use connector='conv1x1_bn' (or 'conv1x1') to map student channels to teacher channels"
     if len(s) == 2:
         return "use connector='linear' (or 'mlp') to map student features to the teacher's width"
+    if len(s) == 3 and s[:2] == t[:2]:
+        return "use connector='token_linear' to map each token's features to the teacher's width"
     return "use a connector that maps the student tensor to the teacher's shape"
 
 
@@ -118,6 +140,8 @@ def batch_mean(x: Tensor) -> Tensor:
 __all__ = [
     "DistillLoss",
     "ShapeMismatchError",
+    "LossArgumentError",
+    "check_temperature",
     "suggest_connector",
     "check_same_shape",
     "check_rank",

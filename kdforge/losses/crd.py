@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..registry import LOSSES
-from .base import DistillLoss, ShapeMismatchError
+from .base import DistillLoss, ShapeMismatchError, check_temperature
 from .relation import flat_pair
 
 
@@ -79,6 +79,7 @@ class CRDLoss(DistillLoss):
         if n_data is None:
             raise ValueError("crd: n_data is required: the number of samples in the training set (the memory "
                              "banks hold one embedding per sample), e.g. loss={'type': 'crd', 'n_data': 50000}")
+        check_temperature(nce_t, "nce_t", "crd")
         if n_data < 2 or nce_k < 1 or feat_dim < 1 or nce_t <= 0 or not 0 <= nce_mom < 1:
             raise ValueError(f"crd: need n_data >= 2, nce_k >= 1, feat_dim >= 1, nce_t > 0, 0 <= nce_mom < 1; got "
                              f"n_data={n_data}, nce_k={nce_k}, feat_dim={feat_dim}, nce_t={nce_t}, nce_mom={nce_mom}")

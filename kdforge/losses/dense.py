@@ -4,7 +4,7 @@ from __future__ import annotations
 from torch import Tensor
 
 from ..registry import LOSSES
-from .base import DistillLoss, check_rank, check_same_shape, kl_with_temperature
+from .base import DistillLoss, check_rank, check_same_shape, check_temperature, kl_with_temperature
 
 
 @LOSSES.register("seg_kl")
@@ -24,8 +24,7 @@ class SegKLLoss(DistillLoss):
 
     def __init__(self, T: float = 1.0) -> None:
         super().__init__()
-        if T <= 0:
-            raise ValueError(f"seg_kl: temperature T must be > 0, got {T}")
+        check_temperature(T, "T", "seg_kl")
         self.T = T
 
     def forward(self, student: Tensor, teacher: Tensor, **ctx: object) -> Tensor:

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..registry import LOSSES
-from .base import DistillLoss, ShapeMismatchError, check_rank, check_same_shape
+from .base import DistillLoss, ShapeMismatchError, check_rank, check_same_shape, check_temperature
 
 
 def _boxes_ctx(ctx: dict[str, Any], x: Tensor, loss: str) -> tuple[list[Tensor], tuple[float, float]]:
@@ -196,8 +196,7 @@ class FGDLoss(DistillLoss):
     def __init__(self, temp: float = 0.5, alpha: float = 1e-3, beta: float = 5e-4, gamma: float = 5e-4,
                  lambda_: float = 5e-6) -> None:
         super().__init__()
-        if temp <= 0:
-            raise ValueError(f"fgd: temp must be > 0, got {temp}")
+        check_temperature(temp, "temp", "fgd")
         self.temp, self.alpha, self.beta, self.gamma, self.lambda_ = temp, alpha, beta, gamma, lambda_
         self.gc_student, self.gc_teacher = _GcContext(), _GcContext()
 

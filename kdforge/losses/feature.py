@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..registry import LOSSES
-from .base import DistillLoss, ShapeMismatchError, check_rank, check_same_shape, kl_with_temperature
+from .base import DistillLoss, ShapeMismatchError, check_rank, check_same_shape, check_temperature, kl_with_temperature
 
 
 @LOSSES.register("fitnet")
@@ -128,8 +128,7 @@ class CWDLoss(DistillLoss):
 
     def __init__(self, tau: float = 4.0) -> None:
         super().__init__()
-        if tau <= 0:
-            raise ValueError(f"cwd: temperature tau must be > 0, got {tau}")
+        check_temperature(tau, "tau", "cwd")
         self.tau = tau
 
     def forward(self, student: Tensor, teacher: Tensor, **ctx: object) -> Tensor:

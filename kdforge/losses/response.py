@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..registry import LOSSES
-from .base import DistillLoss, ShapeMismatchError, check_rank, check_same_shape, kl_with_temperature
+from .base import DistillLoss, ShapeMismatchError, check_rank, check_same_shape, check_temperature, kl_with_temperature
 
 
 def kl_div_logits(student: Tensor, teacher: Tensor, T: float) -> Tensor:
@@ -33,8 +33,7 @@ class KDLoss(DistillLoss):
 
     def __init__(self, T: float = 4.0) -> None:
         super().__init__()
-        if T <= 0:
-            raise ValueError(f"kd: temperature T must be > 0, got {T}")
+        check_temperature(T, "T", "kd")
         self.T = T
 
     def forward(self, student: Tensor, teacher: Tensor | list[Tensor], **ctx: object) -> Tensor:
@@ -94,8 +93,7 @@ class DKDLoss(DistillLoss):
 
     def __init__(self, alpha: float = 1.0, beta: float = 8.0, T: float = 4.0) -> None:
         super().__init__()
-        if T <= 0:
-            raise ValueError(f"dkd: temperature T must be > 0, got {T}")
+        check_temperature(T, "T", "dkd")
         self.alpha, self.beta, self.T = alpha, beta, T
 
     def forward(self, student: Tensor, teacher: Tensor, **ctx: object) -> Tensor:
@@ -148,8 +146,7 @@ class DISTLoss(DistillLoss):
 
     def __init__(self, beta: float = 1.0, gamma: float = 1.0, tau: float = 1.0) -> None:
         super().__init__()
-        if tau <= 0:
-            raise ValueError(f"dist: temperature tau must be > 0, got {tau}")
+        check_temperature(tau, "tau", "dist")
         self.beta, self.gamma, self.tau = beta, gamma, tau
 
     def forward(self, student: Tensor, teacher: Tensor, **ctx: object) -> Tensor:
@@ -187,8 +184,7 @@ class LogitStandardKDLoss(DistillLoss):
 
     def __init__(self, T: float = 2.0) -> None:
         super().__init__()
-        if T <= 0:
-            raise ValueError(f"logit_std: temperature T must be > 0, got {T}")
+        check_temperature(T, "T", "logit_std")
         self.T = T
 
     def forward(self, student: Tensor, teacher: Tensor, **ctx: object) -> Tensor:

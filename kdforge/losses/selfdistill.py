@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..registry import LOSSES
-from .base import DistillLoss, ShapeMismatchError, check_rank
+from .base import DistillLoss, ShapeMismatchError, check_rank, check_temperature
 from .response import _need_labels, kl_div_logits
 
 if TYPE_CHECKING:
@@ -83,8 +83,7 @@ class SelfDistillLoss(DistillLoss):
 
     def __init__(self, T: float = 3.0, alpha: float = 0.1, lam: float = 1e-6) -> None:
         super().__init__()
-        if T <= 0:
-            raise ValueError(f"byot: temperature T must be > 0, got {T}")
+        check_temperature(T, "T", "byot")
         if not 0 <= alpha <= 1:
             raise ValueError(f"byot: alpha weighs KD against CE and must be in [0, 1], got {alpha}")
         if lam < 0:

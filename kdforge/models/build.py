@@ -4,6 +4,7 @@
 
 * a name registered in :data:`kdforge.MODELS` (``"resnet32x4"``; see ``MODELS.names()``),
 * ``"torchvision:<name>"`` / ``"timm:<name>"`` when those packages are installed,
+* ``"hf:<transformers class>"`` with ``config={...}`` or ``pretrained="local/dir"`` (see :mod:`kdforge.models.hf`),
 * ``"package.module:callable"`` — any importable callable returning an ``nn.Module``.
 
 ``load_weights`` reads a state dict with ``torch.load(..., weights_only=True)`` (no arbitrary
@@ -92,6 +93,10 @@ def build_model(name: str, **kwargs: Any) -> nn.Module:
     lib, _, rest = name.partition(":")
     if lib in ("torchvision", "timm"):
         model = _external(lib, rest, kwargs)
+    elif lib == "hf":
+        from .hf import build_hf_model
+
+        model = build_hf_model(rest, **kwargs)
     else:
         model = _import_callable(name)(**kwargs)
     if not isinstance(model, nn.Module):
@@ -119,7 +124,7 @@ def _read(path: Path) -> Any:
             raise WeightsError(
                 f"{path} holds Python objects besides tensors ({detail or 'see the cause below'}), which kdforge "
                 f"does not unpickle for safety. Re-save only the weights: torch.save(model.state_dict(), path)"
-            ) from e
+            ) from None  # not chained: torch's text suggests weights_only=False, which kdforge never does
         raise WeightsError(f"{path} is not a PyTorch weights file (save one with torch.save(model.state_dict(), path)): {e}") from e
     except Exception as e:  # garbage input makes the unpickler fail in many ways (KeyError, EOFError, ...)
         raise WeightsError(

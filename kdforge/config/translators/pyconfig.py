@@ -20,6 +20,12 @@ _NUM_OPS: dict[type, Callable[[Any, Any], Any]] = {
     ast.FloorDiv: operator.floordiv, ast.Mod: operator.mod, ast.Pow: operator.pow,
 }
 _MAX_EXPONENT = 64  # 2 ** 10**9 would hang the reader
+# Bounds on what a few lines can build (``s = s + s`` forty times is a terabyte; ``d = dict(a=d, b=d)``
+# forty times a 2**40-node tree once anything walks it; chained ``**``/``*`` grow integers without end).
+MAX_STR = 100_000          # characters in one string value
+MAX_INT_BITS = 4_096       # bits of an integer result (larger: left unevaluated)
+MAX_NODES = 100_000        # values inside one container, counting shared sub-containers each time
+MAX_FILE_BYTES = 4 * 1024 * 1024
 
 
 def _expr(node: ast.AST) -> str:
@@ -36,6 +42,24 @@ class _Evaluator:
     def __init__(self) -> None:
         self.env: dict[str, Any] = {}
         self.unevaluated: list[str] = []
+        self._sizes: dict[int, tuple[Any, int]] = {}  # id → (container kept alive, expanded size)
+
+    def _size(self, v: Any) -> int:
+        if isinstance(v, (list, tuple, dict)):
+            known = self._sizes.get(id(v))
+            return known[1] if known is not None and known[0] is v else 1
+        return 1
+
+    def _bounded(self, node: ast.AST, v: Any) -> Any:
+        """Record a new container's expanded size; refuse it above :data:`MAX_NODES`."""
+        items = list(v.values()) + list(v.keys()) if isinstance(v, dict) else list(v)
+        total = 1 + sum(self._size(x) for x in items)
+        if total > MAX_NODES:
+            raise TranslationError(f"line {getattr(node, 'lineno', '?')}: this value expands to more than "
+                                   f"{MAX_NODES:,} entries (containers repeated inside containers); a config "
+                                   f"never needs that many, so it is not read")
+        self._sizes[id(v)] = (v, total)
+        return v
 
     def __call__(self, node: ast.AST) -> Any:
         method = getattr(self, f"_{type(node).__name__}", None)
@@ -50,7 +74,9 @@ class _Evaluator:
         return node.value
 
     def _List(self, node: ast.List) -> Any:
-        return [self(e) for e in node.elts] if not any(isinstance(e, ast.Starred) for e in node.elts) else _NO
+        if any(isinstance(e, ast.Starred) for e in node.elts):
+            return _NO
+        return self._bounded(node, [self(e) for e in node.elts])
 
     _Tuple = _List
     _Set = _List
@@ -68,7 +94,7 @@ class _Evaluator:
                 if isinstance(key, (list, dict)):
                     return _NO
                 out[key] = self(v)
-        return out
+        return self._bounded(node, out)
 
     def _Call(self, node: ast.Call) -> Any:
         if not (isinstance(node.func, ast.Name) and node.func.id == "dict") or node.args:
@@ -82,7 +108,7 @@ class _Evaluator:
                 out.update(other)
             else:
                 out[kw.arg] = self(kw.value)
-        return out
+        return self._bounded(node, out)
 
     def _Name(self, node: ast.Name) -> Any:
         return self.env.get(node.id, _NO) if node.id in self.env else _NO
@@ -101,15 +127,29 @@ class _Evaluator:
         if op is None:
             return _NO
         if isinstance(a, str) and isinstance(b, str) and isinstance(node.op, ast.Add):
-            return a + b if not (a.startswith(EXPR_PREFIX) or b.startswith(EXPR_PREFIX)) else _NO
+            if a.startswith(EXPR_PREFIX) or b.startswith(EXPR_PREFIX):
+                return _NO
+            if len(a) + len(b) > MAX_STR:
+                raise TranslationError(f"line {node.lineno}: a string built here would be longer than {MAX_STR:,} "
+                                       f"characters; a config never needs that, so it is not read")
+            return a + b
         if not (_is_num(a) and _is_num(b)):
             return _NO
         if isinstance(node.op, ast.Pow) and abs(b) > _MAX_EXPONENT:
             return _NO
+        if isinstance(a, int) and isinstance(b, int):  # bound integer growth before computing it
+            bits = max(abs(a).bit_length(), 1)
+            if isinstance(node.op, ast.Pow) and b > 0 and bits * b > MAX_INT_BITS:
+                return _NO
+            if isinstance(node.op, ast.Mult) and bits + max(abs(b).bit_length(), 1) > MAX_INT_BITS:
+                return _NO
         try:
-            return op(a, b)
+            value = op(a, b)
         except (ArithmeticError, ValueError):
             return _NO
+        if isinstance(value, int) and value.bit_length() > MAX_INT_BITS:
+            return _NO
+        return value
 
 
 _NO = object()  # "not in the safe subset"
@@ -139,10 +179,15 @@ def read_pyconfig(path: str | Path) -> tuple[dict[str, Any], list[dict[str, Any]
     p = Path(path)
     if not p.is_file():
         raise TranslationError(f"config file {str(p)!r} does not exist")
+    if p.stat().st_size > MAX_FILE_BYTES:
+        raise TranslationError(f"{p} is {p.stat().st_size:,} bytes; configs are limited to {MAX_FILE_BYTES:,}")
     try:
-        tree = ast.parse(p.read_text(), filename=str(p))
-    except SyntaxError as e:
-        raise TranslationError(f"{p}: not valid Python ({e.msg}, line {e.lineno})") from None
+        tree = ast.parse(p.read_bytes().decode("utf-8"), filename=str(p))
+    except UnicodeDecodeError as e:
+        raise TranslationError(f"{p} is not UTF-8 text (offset {e.start}); save it as UTF-8") from None
+    except (SyntaxError, RecursionError, MemoryError) as e:
+        what = f"{e.msg}, line {e.lineno}" if isinstance(e, SyntaxError) else "nested too deeply"
+        raise TranslationError(f"{p}: not valid Python ({what})") from None
     ev = _Evaluator()
     for st in _statements(tree.body):
         if isinstance(st, ast.Assign):
