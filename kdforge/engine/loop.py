@@ -140,7 +140,8 @@ def _teacher_sources(s: Step, inputs: Any) -> list[str]:
         return []
     try:
         with torch.no_grad(), autocast(s.amp, s.device):
-            recs, logits = d._run_teachers(inputs if isinstance(inputs, tuple) else (inputs,), {})
+            args, model_kw, _ = d.split_inputs(inputs if isinstance(inputs, tuple) else (inputs,), {})
+            recs, logits = d._run_teachers(args, model_kw, {})
             values = {n: {**(dict(r) if isinstance(r, dict) else r.values()), "": logits.get(n)} for n, r in recs.items()}
     except Exception:  # a diagnosis must not hide the original problem
         return []
