@@ -19,15 +19,20 @@ from pathlib import Path
 from _bench import PREVIOUS_RELEASE, ROOT, median
 
 CHILD = """
-import json, resource, sys, time
+import json, os, sys, time
 import torch
-rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+def rss():  # resident MiB now (peak RSS would still be torch's import peak)
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+rss0 = rss()
 t = time.perf_counter()
 import kdforge
 dt = time.perf_counter() - t
 heavy = sorted({m.split('.')[0] for m in sys.modules} & {'scipy', 'matplotlib', 'tensorboard', 'faster_coco_eval',
                                                         'transformers', 'lightning'})
-print(json.dumps({"s": dt, "mib": (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) / 1024,
+print(json.dumps({"s": dt, "mib": rss() - rss0,
                   "heavy": heavy, "file": kdforge.__file__}))
 """
 
@@ -53,7 +58,7 @@ def run(repeats: int) -> dict[str, float]:
     out = {}
     for k, rs in res.items():
         s, mib = median([r["s"] for r in rs]), median([r["mib"] for r in rs])
-        print(f"  {k:30s} median {s:6.3f} s, +{mib:5.1f} MiB peak RSS; heavy modules loaded: "
+        print(f"  {k:30s} median {s:6.3f} s, +{mib:5.1f} MiB resident; heavy modules loaded: "
               f"{', '.join(rs[0]['heavy']) or 'none'}")
         out[k] = s
     new, prev = out["kdforge"], out[f"previous release ({PREVIOUS_RELEASE})"]

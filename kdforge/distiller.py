@@ -29,7 +29,7 @@ from torch import Tensor, nn
 
 from .capture import Tapper, TapSpec, resolve_module
 from .job import SELF, DistillJob, JobModule
-from .teacher_exec import ChannelsLast, TeacherExec, TeacherRunner, to_contiguous, to_plain
+from .teacher_exec import ChannelsLast, TeacherExec, logits_only, TeacherRunner, to_contiguous, to_plain
 
 Teachers = Mapping[str, nn.Module] | Sequence[nn.Module] | nn.Module | None
 
@@ -162,7 +162,8 @@ class Distiller(nn.Module):
         self._teacher_tappers = {n: Tapper(self._teachers[n], taps) for n, taps in self._teacher_taps.items()
                                  if not isinstance(self._teachers[n], ExternalTeacher)}
         self._runners = {n: TeacherRunner(n, self._teachers[n], self.teacher_exec) for n in self._teacher_tappers}
-        self._student_format = ChannelsLast("student", student, self.teacher_exec.student_channels_last)
+        self._student_format = ChannelsLast("student", student, self.teacher_exec.student_channels_last,
+                                            keep=logits_only if self.teacher_exec.student_channels_last == "auto" else None)
         for job in self.jobs:
             setup = getattr(job.loss, "setup", None)
             if callable(setup):

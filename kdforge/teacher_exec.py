@@ -18,11 +18,14 @@ A teacher never trains, so its forward can take the fastest execution that gives
     ``torch.compile`` the teachers (``compile_backend``; ``inductor`` needs a C++ compiler on CPU).
     Off by default: compiling costs tens of seconds up front and pays only on long runs.
 ``student_channels_last: false``
-    ``auto``/``true``: conv students' weights in channels_last too (their forward and backward then run
-    in NHWC; the state dict holds the same values; taps reach the losses contiguous). Same first-call
-    fallback, which also restores the BN statistics the failed call touched. Off by default: with the
-    CPU torch 2.13 wheel the backward of a channels_last student (tests/test_distiller.py's small
-    ResNet, 1×16×16 inputs) aborted the process, which no first-call fallback can catch.
+    Opt-in (``auto`` or ``true``): conv students whose output is class logits get their weights in
+    channels_last too (forward and backward in NHWC; the state dict holds the same values; taps
+    reach the losses contiguous). Students with dense outputs (segmentation, detection) stay in the
+    default format, because the task's criterion and metrics read those outputs directly. Decided
+    on the first call, which is rerun in the default format when needed (BN statistics it touched
+    are restored first). Off by default: with the CPU torch 2.13 wheel, backward through a
+    channels_last ResNet whose block output feeds a 1×1-conv connector aborted the process ("double
+    free or corruption", reproduced in plain PyTorch without kdforge), which no fallback can catch.
 ``autocast: null``
     ``bf16``/``fp16``: run the teachers under ``torch.autocast`` and hand float32 taps to the losses.
     Off by default: the KD loss then differs from the float32 one (measured in the benchmark) and on
@@ -99,8 +102,9 @@ class ChannelsLast:
     not fix is re-raised as it was.
     """
 
-    def __init__(self, role: str, model: nn.Module, setting: bool | str) -> None:
-        self.role, self.model, self.setting = role, model, setting
+    def __init__(self, role: str, model: nn.Module, setting: bool | str,
+                 keep: Callable[[Any], bool] | None = None) -> None:
+        self.role, self.model, self.setting, self.keep = role, model, setting, keep
         self.on = uses_channels_last(model, setting)
         self.checked = not (self.on and setting == "auto")
         if self.on:
@@ -113,21 +117,39 @@ class ChannelsLast:
         try:
             out = fn(*inputs, **kwargs)
         except RuntimeError as e:
-            with torch.no_grad():
-                for k, b in self.model.named_buffers():
-                    b.copy_(saved[k])
-            self.model.to(memory_format=torch.contiguous_format)
-            try:
-                out = fn(*inputs, **kwargs)
-            except RuntimeError:  # not a memory-format problem: report the first error as it was
-                self.model.to(memory_format=torch.channels_last)
-                raise e from None
-            self.on = False
-            warnings.warn(f"{self.role} failed in channels_last memory format ({e}); it runs in the default "
-                          f"format from now on (set teacher_exec.{'student_' if self.role == 'student' else ''}"
-                          f"channels_last: false to skip this try)", stacklevel=4)
+            out = self._fall_back(fn, inputs, kwargs, saved, e)
+        else:
+            if self.keep is not None and not self.keep(out):  # outputs others would see in channels_last
+                out = self._fall_back(fn, inputs, kwargs, saved, None)
         self.checked = True
         return out
+
+    def _fall_back(self, fn: Callable[..., Any], inputs: tuple[Any, ...], kwargs: dict[str, Any],
+                   saved: dict[str, Tensor], error: RuntimeError | None) -> Any:
+        with torch.no_grad():  # undo what the first call did to BN statistics
+            for k, b in self.model.named_buffers():
+                b.copy_(saved[k])
+        self.model.to(memory_format=torch.contiguous_format)
+        try:
+            out = fn(*inputs, **kwargs)
+        except RuntimeError:  # not a memory-format problem: report the first error as it was
+            self.model.to(memory_format=torch.channels_last)
+            if error is None:
+                raise
+            raise error from None
+        self.on = False
+        if error is not None:
+            warnings.warn(f"{self.role} failed in channels_last memory format ({error}); it runs in the default "
+                          f"format from now on (set teacher_exec.{'student_' if self.role == 'student' else ''}"
+                          f"channels_last: false to skip this try)", stacklevel=5)
+        return out
+
+
+def logits_only(out: Any) -> bool:
+    """An output no caller can trip over in channels_last: one tensor of at most 2 dims (class logits).
+    Students with dense outputs (segmentation maps, detection heads) stay in the default format,
+    since the task's criterion and metrics read those outputs directly."""
+    return isinstance(out, Tensor) and out.dim() <= 2
 
 
 class TeacherRunner:
@@ -165,4 +187,4 @@ class TeacherRunner:
             return self.fn(*inputs, **kwargs)
 
 
-__all__ = ["ChannelsLast", "TeacherExec", "TeacherRunner", "to_contiguous", "to_plain", "uses_channels_last"]
+__all__ = ["ChannelsLast", "logits_only", "TeacherExec", "TeacherRunner", "to_contiguous", "to_plain", "uses_channels_last"]

@@ -76,6 +76,26 @@ def test_transform_records_and_replays_batched_and_per_item():
     assert c.spec()["transforms"][1] == {"type": "RandomCropFlip", "padding": 0, "flip_p": 1.0, "fill": t.fill}
 
 
+def test_find_transform_looks_through_wrappers_and_refuses_what_cannot_replay():
+    from torch.utils.data import Subset
+
+    from kdforge.cache import find_transform
+
+    class Augmented(torch.utils.data.Dataset):  # CIFAR-style: the augmentation under another name
+        def __init__(self, aug):
+            self.augment = aug
+
+    aug = RandomCropFlip()
+    assert find_transform(Subset(Augmented(aug), [0])) is aug
+    assert find_transform(Augmented(None)) is None
+
+    class Opaque(torch.utils.data.Dataset):
+        transform = staticmethod(lambda x: x + torch.randn_like(x))
+
+    with pytest.raises(CacheError, match="cannot record and replay its random draws"):
+        find_transform(Opaque())
+
+
 def test_view_schedule_is_deterministic_and_cycles_through_all_views():
     idx = np.arange(200)
     v0 = view_schedule(3, 0, idx, 4)

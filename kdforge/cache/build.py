@@ -23,6 +23,7 @@ from ..capture import Tapper
 from ..config.run import RunConfig, load_run_config
 from ..data.transforms import concat_params
 from ..job import SELF, build_loss
+from ..teacher_exec import TeacherRunner, to_plain
 from .manifest import (FORMAT, FORMAT_VERSION, CacheError, dataset_fingerprint, kdforge_version, teacher_fingerprint,
                        write_manifest)
 from .replay import fetch, find_transform
@@ -156,6 +157,8 @@ def build_cache(config: str | Path | Mapping[str, Any] | RunConfig, views: int, 
             raise CacheError(f"a job names teacher {name!r}, which is not in teachers ({list(cfg.teachers)})")
         teachers[name] = build_model_from_spec(cfg.teachers[name], f"teachers.{name}").to(device).eval().requires_grad_(False)
     tappers = {name: Tapper(teachers[name], taps[name]) for name in taps}
+    # the teachers run as the Distiller runs them live (channels_last, compile, autocast: cfg.teacher_exec)
+    runners = {name: TeacherRunner(name, teachers[name], cfg.teacher_exec) for name in taps}
     bs = batch_size or cfg.data.eval_batch_size or cfg.data.batch_size
 
     def run_batch(indices: list[int]) -> tuple[dict[str, Tensor], Tensor, dict[str, dict[str, Tensor]]]:
@@ -172,12 +175,12 @@ def build_cache(config: str | Path | Mapping[str, Any] | RunConfig, views: int, 
         inputs, _ = task.batch_to(collate(items), device)
         outs: dict[str, dict[str, Tensor]] = {}
         with torch.no_grad(), autocast(cfg.train.amp, device):
-            for name, teacher in teachers.items():
+            for name in teachers:
                 with tappers[name].record() as rec:
-                    teacher(inputs)
+                    runners[name](inputs)
                 outs[name] = {}
                 for t in taps[name]:
-                    v = rec[t]
+                    v = to_plain(rec[t])
                     if not isinstance(v, Tensor):
                         raise CacheError(f"teacher {name!r} tap {t!r} is a {type(v).__name__}; a cache stores tensors "
                                          f"— tap a tensor inside it (e.g. a submodule or a ':return' method)")

@@ -44,9 +44,10 @@ def view_schedule(seed: int, epoch: int, index: Sequence[int] | np.ndarray, view
 
 
 def find_transform(dataset: Any) -> ReplayableTransform | None:
-    """The augmentation of a dataset, looked for on it and on the datasets it wraps (``.dataset``):
-    a :class:`ReplayableTransform`, or None when it has no transform. A random transform that cannot
-    replay its draws raises :class:`CacheError`."""
+    """The augmentation of a dataset, looked for on it and on the datasets it wraps (``.dataset``): its
+    ``transform`` attribute, or else any attribute holding a :class:`ReplayableTransform` (CIFAR's
+    ``augment``); None when it has none. A random ``transform`` that cannot replay its draws raises
+    :class:`CacheError` (and a dataset drawing random numbers elsewhere is caught by the replay probe)."""
     seen, d = set(), dataset
     while d is not None and id(d) not in seen:
         seen.add(id(d))
@@ -57,6 +58,12 @@ def find_transform(dataset: Any) -> ReplayableTransform | None:
             raise CacheError(f"the training set's transform {t!r} cannot record and replay its random draws, so a "
                              f"teacher cache cannot show the student the views the teacher saw; make it a "
                              f"kdforge.data.ReplayableTransform (draw/apply/spec), or turn augmentation off")
+        found = [v for v in vars(d).values() if isinstance(v, ReplayableTransform)] if hasattr(d, "__dict__") else []
+        if len(found) == 1:
+            return found[0]
+        if len(found) > 1:
+            raise CacheError(f"{type(d).__name__} holds {len(found)} replayable transforms; a cache replays one — "
+                             f"chain them with kdforge.data.Compose")
         d = getattr(d, "dataset", None)
     return None
 
