@@ -6,7 +6,6 @@ Distillation = taps on models + jobs that compare tapped tensors with a loss.
 and SCHEDULES.
 """
 from . import losses, models, tasks  # noqa: F401  (registers the loss zoo, the model zoo, the tasks)
-from . import token_connectors  # noqa: F401  (registers token_linear, tokens_to_map, map_to_tokens)
 from .build import build_distiller
 from .capture import TapError, Tapper, emit
 from .config import ConfigError, DistillConfig

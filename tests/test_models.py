@@ -173,9 +173,9 @@ def test_build_model_import_spec():
 def test_build_model_errors():
     with pytest.raises(RegistryError, match="resnet32"):
         build_model("resnet33")
-    with pytest.raises(ImportError, match="no_such_pkg"):
+    with pytest.raises(RegistryError, match="cannot import module 'no_such_pkg.mod'"):
         build_model("no_such_pkg.mod:fn")
-    with pytest.raises(AttributeError, match="nope"):
+    with pytest.raises(RegistryError, match="has no attribute 'nope'"):
         build_model("torch.nn:nope")
     with pytest.raises(TypeError, match="not a torch.nn.Module"):
         build_model("builtins:dict")

@@ -62,24 +62,6 @@ def _external(lib: str, name: str, kwargs: dict[str, Any]) -> nn.Module:
     return module.models.get_model(name, **kwargs)
 
 
-def _import_callable(spec: str) -> Any:
-    mod_name, _, attr = spec.partition(":")
-    if not mod_name or not attr:
-        raise ValueError(f"model spec {spec!r} must look like 'package.module:callable'")
-    try:
-        obj: Any = importlib.import_module(mod_name)
-    except ImportError as e:
-        raise ImportError(f"cannot import module {mod_name!r} for model {spec!r}: {e}") from e
-    for part in attr.split("."):
-        if not hasattr(obj, part):
-            public = sorted(n for n in dir(obj) if not n.startswith("_"))[:20]
-            raise AttributeError(f"{mod_name!r} has no attribute {attr!r} (model {spec!r}); it has: {', '.join(public)}")
-        obj = getattr(obj, part)
-    if not callable(obj):
-        raise TypeError(f"model spec {spec!r} names {type(obj).__name__!r}, which is not callable")
-    return obj
-
-
 def build_model(name: str, **kwargs: Any) -> nn.Module:
     """Build a model from a zoo name, ``"torchvision:x"``, ``"timm:x"`` or ``"package.module:callable"``.
 
@@ -98,7 +80,7 @@ def build_model(name: str, **kwargs: Any) -> nn.Module:
 
         model = build_hf_model(rest, **kwargs)
     else:
-        model = _import_callable(name)(**kwargs)
+        model = MODELS.get(name)(**kwargs)  # 'package.module:callable', imported by the registry
     if not isinstance(model, nn.Module):
         raise TypeError(f"model spec {name!r} returned {type(model).__name__}, not a torch.nn.Module")
     return model

@@ -14,8 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .connectors import Connector, Shape
-from .registry import CONNECTORS
+from ..registry import CONNECTORS
+from .base import Connector, Shape
 
 
 @CONNECTORS.register("token_linear")
