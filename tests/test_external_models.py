@@ -74,7 +74,8 @@ def test_kdforge_train_distils_a_torchvision_teacher_on_an_image_folder(tmp_path
            "teachers": {"t0": {"name": "torchvision:resnet18", "kwargs": {"num_classes": 2}}},
            "jobs": [{"loss": {"type": "kd", "T": 4}, "student": "", "teacher": "", "weight": 0.9}],
            "data": {"name": "image_folder", "root": "imgs", "batch_size": 4, "kwargs": {"size": 32, "decoder": "torchvision"}},
-           "train": {"epochs": 1, "ce_weight": 0.1}}
+           "train": {"epochs": 1, "ce_weight": 0.1},
+           "allow_untrained_teacher": True}  # a smoke test of the torchvision path, not of the teacher
     (tmp_path / "kd.yaml").write_text(yaml.safe_dump(cfg))
     assert main(["train", "kd.yaml", "--quiet"]) == 0
     assert (tmp_path / "runs" / "tv_kd" / "best.pt").is_file()
