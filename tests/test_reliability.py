@@ -240,9 +240,11 @@ def test_tap_count_mismatch_exits_2(tmp_path, capsys):
     assert rc == 2 and "1 student taps" in err and "2 teacher taps" in err and "Traceback" not in err
 
 
-def test_teacher_dtype_mismatch_is_a_clear_error():
-    with pytest.raises(DistillerError, match=r"torch.float64 parameters but the student has torch.float32"):
-        Distiller(TinyNet(), TinyNet(width=8).double(), [DistillJob(loss="kd", student="", teacher="")])
+def test_teacher_in_another_dtype_runs_and_its_taps_come_in_the_students():
+    # refused before issue 11; now the teacher gets its inputs in float64 and its logits reach kd in float32
+    d = Distiller(TinyNet(), TinyNet(width=8).double(), [DistillJob(loss="kd", student="", teacher="")])
+    out, kd = d(torch.randn(2, 1, 8, 8))
+    assert out.dtype == kd.dtype == torch.float32 and torch.isfinite(kd)
 
 
 def test_confidence_combine_with_dict_outputs_is_a_clear_error():
