@@ -57,3 +57,31 @@ def test_method_recipe_trains_one_step(path: Path, tmp_path: Path):
     loss = summary.get("final_train_loss", summary.get("train_loss"))
     if loss is not None:
         assert math.isfinite(loss)
+
+
+@pytest.mark.skipif(not HAVE_FMNIST, reason="Fashion-MNIST is not installed (make data)")
+def test_bfloat16_teacher_trains_a_float32_student(tmp_path: Path):
+    """`teachers.<name>.dtype: bfloat16` converts the teacher after loading; the student stays float32."""
+    import torch
+
+    from kdforge.build import build_distiller
+
+    path = ROOT / "configs" / "fmnist" / "methods" / "kd_fitnet.yaml"
+    sets = ["teachers.teacher.weights=null", "allow_untrained_teacher=true", "teachers.teacher.dtype=bfloat16"]
+    d = build_distiller(str(path), overrides=sets)
+    assert next(d.teachers["teacher"].parameters()).dtype == torch.bfloat16
+    assert next(d.student.parameters()).dtype == torch.float32
+    argv = ["train", str(path), "--out", str(tmp_path / "run"), "--quiet", "--set", "train.epochs=1",
+            "--set", "data.train_subset=128", "--set", "data.test_subset=128"]
+    for s in sets:
+        argv += ["--set", s]
+    assert main(argv) == 0
+    state = torch.load(tmp_path / "run" / "best.pt", weights_only=True)
+    assert all(v.dtype == torch.float32 for v in state["student"].values() if v.is_floating_point())
+
+
+def test_teacher_dtype_is_validated():
+    from kdforge.config import ConfigError
+
+    with pytest.raises((ConfigError, ValueError), match="dtype"):
+        load_config(str(ROOT / "configs" / "fmnist" / "methods" / "kd.yaml"), ["teachers.teacher.dtype=int8"])
