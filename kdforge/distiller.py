@@ -355,6 +355,23 @@ class Distiller(nn.Module):
             if callable(hook):
                 hook(epoch=epoch, loader=loader)
 
+    @property
+    def needs_dataset_labels(self) -> bool:
+        """Whether a job's loss takes the training set's labels (``set_dataset_labels``, e.g. CRD)."""
+        return any(callable(getattr(job.loss, "set_dataset_labels", None)) for job in self.jobs)
+
+    def set_dataset_labels(self, labels: Tensor | Sequence[int] | None) -> None:
+        """Hand the label of every training sample (``labels[i]``: dataset index ``i``; ``None``: the
+        dataset has none) to the losses that use them (CRD's class-aware negatives); a training loop
+        calls this once, before training. A loss that cannot work without labels raises here."""
+        for job in self.jobs:
+            hook = getattr(job.loss, "set_dataset_labels", None)
+            if callable(hook):
+                try:
+                    hook(labels)
+                except ValueError as e:
+                    raise DistillerError(f"job {job.name!r}: {e}") from None
+
     def dry_run(self, *inputs: Any, **ctx: Any) -> None:
         """One forward in eval mode without gradients, to materialise lazily-shaped connectors and loss
         modules (needed before wrapping in DistributedDataParallel). Does not advance ``step``."""
