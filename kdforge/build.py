@@ -31,6 +31,8 @@ def build_model_from_spec(spec: ModelSpec, where: str = "model") -> nn.Module:
         raise ConfigError(f"{where}: cannot import model {spec.name!r}: {e}") from e
     if spec.weights:
         load_weights(model, spec.weights, strict=spec.strict, key=spec.weights_key)
+    if spec.dtype is not None:
+        model = model.to(getattr(torch, spec.dtype))
     return model
 
 

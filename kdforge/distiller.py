@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import itertools
 import sys
 from typing import Any, Mapping, Sequence
 
@@ -126,7 +127,6 @@ class Distiller(nn.Module):
                                      f"({', '.join(shared[:3])}{more}): teachers are frozen, so the student would "
                                      f"stop training. Give the teacher its own copy (copy.deepcopy(model)), or for "
                                      f"self-distillation name the teacher {SELF!r} in the job")
-            _check_dtype(name, t, student)
             t.requires_grad_(False)
             t.eval()
         specs = [j if isinstance(j, DistillJob) else DistillJob.model_validate(dict(j)) for j in jobs]
@@ -299,6 +299,7 @@ class Distiller(nn.Module):
                       given: Mapping[str, Mapping[str, Tensor]]) -> tuple[dict[str, Any], dict[str, Any]]:
         recs: dict[str, Any] = {}
         logits: dict[str, Any] = {}
+        s_place = _placement(self.student)
         for name in self._teacher_taps:
             if name not in given and isinstance(self._teachers[name], ExternalTeacher):
                 raise DistillerError(f"teacher {name!r} is served from {self._teachers[name].source}; this call "
@@ -315,12 +316,18 @@ class Distiller(nn.Module):
             runner = self._runners[name]
             if model_kw:
                 _check_accepts(self._teachers[name], name, model_kw)
+            t_place = _placement(teacher)
+            moved = t_place != s_place and t_place != (None, None)
+            t_in, t_kw = (_cast(inputs, *t_place), _cast(dict(model_kw), *t_place)) if moved else (inputs, model_kw)
             with torch.no_grad(), tapper.record() as rec:
-                logits[name] = runner(*inputs, **model_kw)
+                logits[name] = runner(*t_in, **t_kw)
             if runner.converts:  # channels_last / autocast: losses get contiguous float32 tensors
                 recs[name], logits[name] = {t: to_plain(rec[t]) for t in self._teacher_taps[name]}, to_plain(logits[name])
             else:
                 recs[name] = rec
+            if moved:  # a teacher on another device/dtype: its taps come back in the student's
+                recs[name] = {t: _cast(recs[name][t], *s_place) for t in self._teacher_taps[name]}
+                logits[name] = _cast(logits[name], *s_place)
         return recs, logits
 
     def _check_external(self) -> None:
@@ -407,13 +414,9 @@ class Distiller(nn.Module):
         probes = self._probes
         s_probe = probes[""]
         s_dev = s_probe.device if s_probe is not None else None
-        if full or any(p is not None and p.device != s_dev for p in probes.values()):
+        if full:
             s_dev = _param_device(self.student)
-            for name, t in self._teachers.items():
-                t_dev = _param_device(t)
-                if s_dev is not None and t_dev is not None and t_dev != s_dev:
-                    raise DistillerError(f"teacher {name!r} is on {t_dev} but the student is on {s_dev}; "
-                                         f"call distiller.to(device) — it moves the teachers too")
+        # teachers may live on another device (or dtype): _run_teachers moves their inputs and taps
         for a in inputs:
             if isinstance(a, Tensor):
                 if s_dev is not None and a.device != s_dev:
@@ -468,14 +471,33 @@ def _called_through_torch_compile(depth: int = 8) -> bool:
     return False
 
 
-def _check_dtype(name: str, teacher: nn.Module, student: nn.Module) -> None:
-    """Teacher and student see the same input batch, so their floating-point dtypes must agree."""
-    s, t = _param_dtype(student), _param_dtype(teacher)
-    if s is not None and t is not None and s != t:
-        raise DistillerError(f"teacher {name!r} has {t} parameters but the student has {s}: both models get the "
-                             f"same input batch, so they need the same dtype. Convert the teacher "
-                             f"(teacher.to({s})) before building the Distiller; for mixed precision keep both in "
-                             f"float32 and use autocast (train.amp)")
+def _placement(m: nn.Module) -> tuple[torch.device | None, torch.dtype | None]:
+    """``(device, floating dtype)`` of a model's first parameter (or buffer); ``None`` where it has none."""
+    for p in itertools.chain(m.parameters(), m.buffers()):
+        if isinstance(p, nn.parameter.UninitializedParameter):
+            continue
+        if p.is_floating_point():
+            return p.device, p.dtype
+    return None, None
+
+
+def _cast(x: Any, device: torch.device | None, dtype: torch.dtype | None) -> Any:
+    """``x`` (a tensor, or tuples/lists/dicts of them) on ``device``, floating tensors in ``dtype``; integer
+    tensors (token ids, masks) are only moved. No copy where a tensor already matches."""
+    if isinstance(x, Tensor):
+        if x.is_floating_point() and dtype is not None and x.dtype != dtype:
+            return x.to(device=device if device is not None else x.device, dtype=dtype)
+        if device is not None and x.device != device:
+            return x.to(device)
+        return x
+    if isinstance(x, Mapping):
+        return type(x)((k, _cast(v, device, dtype)) for k, v in x.items()) if isinstance(x, dict) else \
+            {k: _cast(v, device, dtype) for k, v in x.items()}
+    if isinstance(x, (list, tuple)) and not hasattr(x, "_fields"):
+        return type(x)(_cast(v, device, dtype) for v in x)
+    if hasattr(x, "_fields"):  # namedtuple
+        return type(x)(*(_cast(v, device, dtype) for v in x))
+    return x
 
 
 def _param_dtype(m: nn.Module) -> torch.dtype | None:

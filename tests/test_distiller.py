@@ -1,6 +1,8 @@
 import gc
 import math
 
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -253,15 +255,52 @@ def test_error_unknown_teacher_in_job():
         Distiller(s, {"t0": t}, [DistillJob(loss="kd", student="fc", teacher="fc", teachers=["t9"])])
 
 
-def test_error_teacher_and_student_on_different_devices():
-    s, t = pair()
-    t.to("meta")
-    with pytest.raises(DistillerError, match=r"teacher 't0' is on meta but the student is on cpu.*distiller\.to"):
-        Distiller(s, {"t0": t}, kd_fitnet_jobs())
+def test_inputs_on_another_device_than_the_student_are_an_error():
     s, t = pair()
     d = Distiller(s, {"t0": t}, kd_fitnet_jobs())
     with pytest.raises(DistillerError, match="inputs are on meta"):
         d(X.to("meta"))
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_low_precision_teacher_with_float32_student(dtype):
+    """A bf16/fp16 teacher beside an fp32 student: inputs are cast to the teacher's dtype, its taps back."""
+    s, t = pair()
+    t_low = copy.deepcopy(t).to(dtype)
+    seen = []
+    d = Distiller(s, {"t0": t_low}, kd_fitnet_jobs())
+    for job in d.jobs:
+        job.loss.register_forward_pre_hook(lambda m, args: seen.append([a.dtype for a in args[:2]]))
+    try:
+        out, loss = d(X)
+    except RuntimeError as e:  # some CPU builds have no float16 conv
+        if dtype is torch.float16 and "not implemented" in str(e).lower():
+            pytest.skip(f"this torch has no CPU float16 kernels for the teacher: {e}")
+        raise
+    assert torch.isfinite(loss) and loss.dtype == torch.float32
+    assert seen and all(dt == [torch.float32, torch.float32] for dt in seen)
+    loss.backward()
+    assert all(p.grad is None for p in t_low.parameters())
+    assert any(p.grad is not None for p in s.parameters())
+    assert any(p.grad is not None for p in d.learnable_parameters() if not any(p is q for q in s.parameters()))
+    # the taps are the teacher's own (low-precision) values, cast back: close to an fp32 teacher's
+    d32 = Distiller(copy.deepcopy(s), {"t0": t}, [DistillJob(loss="kd", student="fc", teacher="fc")])
+    d16 = Distiller(copy.deepcopy(s), {"t0": t_low}, [DistillJob(loss="kd", student="fc", teacher="fc")])
+    tol = 5e-2 if dtype is torch.bfloat16 else 5e-3
+    assert torch.allclose(d32(X)[1], d16(X)[1], atol=tol, rtol=tol)
+
+
+def test_cast_moves_nested_inputs_and_keeps_integers():
+    from kdforge.distiller import _cast
+
+    x = {"pixels": torch.randn(2, 3), "ids": torch.arange(4), "pair": (torch.randn(1), [torch.ones(2)])}
+    y = _cast(x, torch.device("cpu"), torch.bfloat16)
+    assert y["pixels"].dtype == torch.bfloat16 and y["ids"].dtype == torch.int64
+    assert y["pair"][0].dtype == torch.bfloat16 and y["pair"][1][0].dtype == torch.bfloat16
+    same = torch.randn(2)
+    assert _cast(same, torch.device("cpu"), torch.float32) is same  # no copy when it already matches
+    m = _cast(torch.randn(2), torch.device("meta"), None)
+    assert m.device.type == "meta" and m.dtype == torch.float32
 
 
 def test_to_moves_teachers_too():

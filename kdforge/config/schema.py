@@ -6,7 +6,7 @@ YAML file drives both the Python API and ``kdforge train``.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Literal, Any
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
@@ -32,6 +32,9 @@ class ModelSpec(BaseModel):
                                                                             "weights_path", "pretrained"))
     weights_key: str | None = None
     strict: bool = True
+    #: convert the built model (after loading its weights) to this dtype, e.g. a bfloat16 teacher beside a
+    #: float32 student: the Distiller casts the inputs to the teacher's dtype and its taps back
+    dtype: Literal["float32", "bfloat16", "float16"] | None = None
 
     @model_validator(mode="before")
     @classmethod
