@@ -373,7 +373,7 @@ class Distiller(nn.Module):
             runner = self._runners[name]
             if model_kw:
                 _check_accepts(self._teachers[name], name, model_kw)
-            with torch.no_grad(), tapper.record() as rec:
+            with torch.no_grad(), tapper.record() as rec:  # the runner brings the inputs to the teacher
                 logits[name] = runner(*inputs, **model_kw)
             if runner.converts:  # channels_last / autocast: losses get contiguous float32 tensors
                 recs[name], logits[name] = {t: to_plain(rec[t]) for t in self._teacher_taps[name]}, to_plain(logits[name])
@@ -408,6 +408,23 @@ class Distiller(nn.Module):
             hook = getattr(job.loss, "on_epoch_start", None)
             if callable(hook):
                 hook(epoch=epoch, loader=loader)
+
+    @property
+    def needs_dataset_labels(self) -> bool:
+        """Whether a job's loss takes the training set's labels (``set_dataset_labels``, e.g. CRD)."""
+        return any(callable(getattr(job.loss, "set_dataset_labels", None)) for job in self.jobs)
+
+    def set_dataset_labels(self, labels: Tensor | Sequence[int] | None) -> None:
+        """Hand the label of every training sample (``labels[i]``: dataset index ``i``; ``None``: the
+        dataset has none) to the losses that use them (CRD's class-aware negatives); a training loop
+        calls this once, before training. A loss that cannot work without labels raises here."""
+        for job in self.jobs:
+            hook = getattr(job.loss, "set_dataset_labels", None)
+            if callable(hook):
+                try:
+                    hook(labels)
+                except ValueError as e:
+                    raise DistillerError(f"job {job.name!r}: {e}") from None
 
     def dry_run(self, *inputs: Any, **ctx: Any) -> None:
         """One forward in eval mode without gradients, to materialise lazily-shaped connectors and loss

@@ -1,3 +1,4 @@
+import copy
 import gc
 import math
 
@@ -263,6 +264,34 @@ def test_error_teacher_on_meta_and_inputs_off_the_student_device():
     d = Distiller(s, {"t0": t}, kd_fitnet_jobs())
     with pytest.raises(DistillerError, match="inputs are on meta but the student is on cpu"):
         d(X.to("meta"))
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_low_precision_teacher_with_float32_student(dtype):
+    """A bf16/fp16 teacher beside an fp32 student: inputs are cast to the teacher's dtype, its taps back."""
+    s, t = pair()
+    t_low = copy.deepcopy(t).to(dtype)
+    seen = []
+    d = Distiller(s, {"t0": t_low}, kd_fitnet_jobs())
+    for job in d.jobs:
+        job.loss.register_forward_pre_hook(lambda m, args: seen.append([a.dtype for a in args[:2]]))
+    try:
+        out, loss = d(X)
+    except RuntimeError as e:  # some CPU builds have no float16 conv
+        if dtype is torch.float16 and "not implemented" in str(e).lower():
+            pytest.skip(f"this torch has no CPU float16 kernels for the teacher: {e}")
+        raise
+    assert torch.isfinite(loss) and loss.dtype == torch.float32
+    assert seen and all(dt == [torch.float32, torch.float32] for dt in seen)
+    loss.backward()
+    assert all(p.grad is None for p in t_low.parameters())
+    assert any(p.grad is not None for p in s.parameters())
+    assert any(p.grad is not None for p in d.learnable_parameters() if not any(p is q for q in s.parameters()))
+    # the taps are the teacher's own (low-precision) values, cast back: close to an fp32 teacher's
+    d32 = Distiller(copy.deepcopy(s), {"t0": t}, [DistillJob(loss="kd", student="fc", teacher="fc")])
+    d16 = Distiller(copy.deepcopy(s), {"t0": t_low}, [DistillJob(loss="kd", student="fc", teacher="fc")])
+    tol = 5e-2 if dtype is torch.bfloat16 else 5e-3
+    assert torch.allclose(d32(X)[1], d16(X)[1], atol=tol, rtol=tol)
 
 
 def test_to_moves_teachers_too():

@@ -102,7 +102,7 @@ def test_official_contrast_index_format_with_positive_first():
 
 
 def test_uniform_negatives_exclude_the_positive():
-    loss = LOSSES.build("crd", n_data=5, feat_dim=4, nce_k=2000)
+    loss = LOSSES.build("crd", n_data=5, feat_dim=4, nce_k=2000, negatives="uniform")
     index = torch.tensor([0, 2, 4])
     idx = loss._contrast({}, index)
     assert idx.shape == (3, 2001) and torch.equal(idx[:, 0], index)
@@ -111,7 +111,7 @@ def test_uniform_negatives_exclude_the_positive():
 
 
 def test_gradient_reaches_student_and_both_heads():
-    loss = LOSSES.build("crd", n_data=20, feat_dim=8, nce_k=6)
+    loss = LOSSES.build("crd", n_data=20, feat_dim=8, nce_k=6, negatives="uniform")
     s = torch.randn(4, 3, 2, 2, requires_grad=True)
     t = torch.randn(4, 7)
     val = loss(s, t, index=torch.tensor([1, 5, 7, 19]))
@@ -123,7 +123,7 @@ def test_gradient_reaches_student_and_both_heads():
 
 
 def test_eval_mode_leaves_memory_alone():
-    loss = LOSSES.build("crd", n_data=20, feat_dim=8, nce_k=6).eval()
+    loss = LOSSES.build("crd", n_data=20, feat_dim=8, nce_k=6, negatives="uniform").eval()
     before = loss.memory_s.clone(), loss.memory_t.clone()
     with torch.no_grad():
         loss(torch.randn(4, 3), torch.randn(4, 5), index=torch.arange(4))
@@ -132,7 +132,7 @@ def test_eval_mode_leaves_memory_alone():
 
 
 def test_state_dict_round_trip_gives_the_same_loss():
-    kw = dict(n_data=30, feat_dim=8, nce_k=10)
+    kw = dict(n_data=30, feat_dim=8, nce_k=10, negatives="uniform")
     loss = LOSSES.build("crd", **kw)
     s, t = torch.randn(4, 6), torch.randn(4, 5)
     loss(s, t, index=torch.tensor([0, 3, 4, 29]))  # sets Z, moves the banks, materialises the heads
@@ -153,7 +153,7 @@ def test_state_dict_round_trip_gives_the_same_loss():
 def test_errors():
     with pytest.raises(ValueError, match="crd: n_data is required"):
         LOSSES.build("crd")
-    loss = LOSSES.build("crd", n_data=10, feat_dim=4, nce_k=3)
+    loss = LOSSES.build("crd", n_data=10, feat_dim=4, nce_k=3, negatives="uniform")
     s, t = torch.randn(3, 5), torch.randn(3, 6)
     with pytest.raises(ValueError, match=r"ctx\['index'\].*kdforge\.data\.WithIndex"):
         loss(s, t)
@@ -165,3 +165,98 @@ def test_errors():
         loss(s, t, index=torch.tensor([0, 1, 10]))
     with pytest.raises(ShapeMismatchError, match=r"crd: contrast_index must be \(N, K\)"):
         loss(s, t, index=torch.arange(3), contrast_index=torch.zeros(2, 3, dtype=torch.long))
+
+
+# ---------------------------------------------------------------------------- class-aware negatives
+def _labelled(n_data: int = 60, classes: int = 4, **kw) -> tuple[CRDLoss, torch.Tensor]:
+    labels = torch.randint(0, classes, (n_data,), generator=torch.Generator().manual_seed(3))
+    loss = LOSSES.build("crd", n_data=n_data, feat_dim=4, **kw)
+    loss.set_dataset_labels(labels)
+    return loss, labels
+
+
+def test_class_negatives_are_the_default_and_never_share_the_anchor_class():
+    loss, labels = _labelled(nce_k=3000)
+    assert loss.negatives == "class"
+    index = torch.arange(60)
+    idx = loss._contrast({}, index)
+    assert idx.shape == (60, 3001) and torch.equal(idx[:, 0], index)
+    neg = idx[:, 1:]
+    assert (labels[neg] != labels[index].unsqueeze(1)).all()
+    # uniform over the other classes' samples: every one of them is drawn (3000 draws, <= 60 candidates)
+    for i in (0, 17, 59):
+        assert set(neg[i].tolist()) == set(torch.nonzero(labels != labels[i]).flatten().tolist())
+
+
+def test_class_negatives_are_uniform_over_the_other_classes():
+    """Frequencies of the drawn negatives match 1/|other classes' samples| (chi-square, fixed seed)."""
+    from scipy.stats import chisquare
+
+    labels = torch.tensor([0] * 5 + [1] * 20 + [2] * 15)  # unequal classes
+    loss = LOSSES.build("crd", n_data=40, feat_dim=4, nce_k=20000)
+    loss.set_dataset_labels(labels)
+    torch.manual_seed(0)
+    neg = loss._class_negatives(torch.tensor([2]))[0]  # anchor of class 0: 35 candidates
+    counts = torch.bincount(neg, minlength=40)
+    assert counts[:5].sum() == 0
+    assert chisquare(counts[5:].numpy()).pvalue > 1e-3
+
+
+def test_arbitrary_label_values_and_the_label_check():
+    labels = torch.tensor([7, -1, 7, 3, 3, -1])  # not 0..C-1
+    loss = LOSSES.build("crd", n_data=6, feat_dim=4, nce_k=50)
+    loss.set_dataset_labels(labels)
+    neg = loss._class_negatives(torch.tensor([0, 1, 3]))
+    assert (labels[neg] != labels[torch.tensor([0, 1, 3])].unsqueeze(1)).all()
+    s, t = torch.randn(3, 5), torch.randn(3, 6)
+    loss(s, t, index=torch.tensor([0, 1, 3]), labels=torch.tensor([7, -1, 3]))  # consistent: fine
+    fresh = LOSSES.build("crd", n_data=6, feat_dim=4, nce_k=50)
+    fresh.set_dataset_labels(labels)
+    with pytest.raises(ValueError, match="labels differ from the dataset labels at its indices"):
+        fresh(s, t, index=torch.tensor([0, 1, 3]), labels=torch.tensor([7, 3, 3]))
+
+
+def test_contrast_index_overrides_class_sampling():
+    loss, _ = _labelled(nce_k=3)
+    index = torch.tensor([0, 1])
+    given = torch.tensor([[5, 6, 7], [8, 9, 10]])
+    assert torch.equal(loss._contrast({"contrast_index": given}, index)[:, 1:], given)
+    # and it needs no labels at all
+    bare = LOSSES.build("crd", n_data=20, feat_dim=4, nce_k=3)
+    assert torch.equal(bare._contrast({"contrast_index": given}, index)[:, 1:], given)
+
+
+def test_uniform_mode_is_unchanged_by_labels():
+    a = LOSSES.build("crd", n_data=20, feat_dim=4, nce_k=40, negatives="uniform")
+    b = LOSSES.build("crd", n_data=20, feat_dim=4, nce_k=40, negatives="uniform")
+    b.set_dataset_labels(torch.arange(20) % 2)
+    index = torch.tensor([0, 3, 19])
+    torch.manual_seed(5)
+    ia = a._contrast({}, index)
+    torch.manual_seed(5)
+    assert torch.equal(ia, b._contrast({}, index))
+    a.set_dataset_labels(None)  # no labels: fine for uniform
+
+
+def test_class_mode_errors_name_the_fix():
+    loss = LOSSES.build("crd", n_data=10, feat_dim=4, nce_k=3)
+    s, t = torch.randn(3, 5), torch.randn(3, 6)
+    with pytest.raises(ValueError, match=r"set_dataset_labels.*negatives: uniform"):
+        loss(s, t, index=torch.arange(3))
+    with pytest.raises(ValueError, match=r"no `targets` attribute.*negatives: uniform"):
+        loss.set_dataset_labels(None)
+    with pytest.raises(ValueError, match=r"n_data=10 but the training set has 12 samples; set the crd loss's n_data: 12"):
+        loss.set_dataset_labels(torch.zeros(12, dtype=torch.long))
+    with pytest.raises(ValueError, match="no sample of another class"):
+        loss.set_dataset_labels(torch.zeros(10, dtype=torch.long))
+    with pytest.raises(ValueError, match="integer class indices"):
+        loss.set_dataset_labels(torch.zeros(10))
+    with pytest.raises(ValueError, match=r"negatives must be one of \('class', 'uniform'\)"):
+        LOSSES.build("crd", n_data=10, negatives="random")
+
+
+def test_labels_follow_the_module_to_another_dtype_and_are_not_saved():
+    loss, labels = _labelled(nce_k=3)
+    loss.double()
+    assert loss.labels_by_index is not None and loss.labels_by_index.dtype == torch.long
+    assert not any("label" in k or "_class" in k for k in loss.state_dict())

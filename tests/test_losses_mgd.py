@@ -67,7 +67,7 @@ def test_sparse_assignment_against_brute_force() -> None:
     s, t = torch.randn(3, 3, 4, 4), torch.randn(3, 6, 4, 4)
     cost = np_cost(s.numpy(), t.numpy())
     best = min(sum(cost[i, p[i]] for i in range(3)) for p in itertools.permutations(range(6), 3))
-    matching = MGDLoss(reducer="sp").update_matching_from_features(s, t)
+    matching = MGDLoss(reducer="sm").update_matching_from_features(s, t)
     assert matching.shape == (1, 3) and len(set(matching[0].tolist())) == 3
     assert sum(cost[i, int(matching[0, i])] for i in range(3)) == pytest.approx(best)
     # C_t not a multiple of C_s: each student channel still gets floor(C_t/C_s) distinct channels
@@ -83,11 +83,12 @@ def np_mgd(s: np.ndarray, t: np.ndarray, matching: np.ndarray, margin: np.ndarra
     for k in range(n):
         for c in range(cs):
             chans = [int(matching[i, c]) for i in range(g)]
-            m = np.mean([margin[j] for j in chans]) if reducer == "amp" else margin[chans[0]]
+            margins = [margin[j] for j in chans]
+            m = {"amp": np.mean(margins), "sp": max(margins), "sm": margins[0]}[reducer]
             for y in range(h):
                 for x in range(w):
                     vals = [t[k, j, y, x] for j in chans]
-                    tv = max(vals, key=abs) if reducer == "amp" else vals[0]
+                    tv = {"amp": max(vals, key=abs), "sp": max(vals), "sm": vals[0]}[reducer]
                     tv = max(tv, m)
                     sv = s[k, c, y, x]
                     if sv > tv or tv > 0:
@@ -95,11 +96,11 @@ def np_mgd(s: np.ndarray, t: np.ndarray, matching: np.ndarray, margin: np.ndarra
     return total / n
 
 
-@pytest.mark.parametrize("reducer", ["amp", "sp"])
+@pytest.mark.parametrize("reducer", ["amp", "sp", "sm"])
 def test_loss_value_matches_loops(reducer: str) -> None:
     loss = MGDLoss(reducer=reducer, student_bn=False)
     s, t = torch.randn(2, 2, 3, 3), torch.randn(2, 4, 3, 3)
-    loss.matching = torch.tensor([[3, 0], [1, 2]])[: 2 if reducer == "amp" else 1]
+    loss.matching = torch.tensor([[3, 0], [1, 2]])[: 1 if reducer == "sm" else 2]
     loss.set_margin(torch.tensor([-0.5, -0.2, -1.0, -0.1]))
     expected = np_mgd(s.numpy(), t.numpy(), loss.matching.numpy(), loss.margin.numpy(), reducer)
     assert loss(s, t).item() == pytest.approx(expected, rel=1e-5)
@@ -111,10 +112,17 @@ def test_random_drop_picks_group_members() -> None:
     rd = MGDLoss(reducer="rd", student_bn=False)
     rd.matching = torch.tensor([[0, 1], [2, 3]])
     rd.set_margin(torch.tensor([-0.3, -0.7, -0.3, -0.7]))
-    sp = MGDLoss(reducer="sp", student_bn=False)
-    sp.matching = torch.tensor([[0, 1]])
-    sp.set_margin(rd.margin)
-    assert rd(s, t4).item() == pytest.approx(sp(s, t4).item(), rel=1e-6)
+    sm = MGDLoss(reducer="sm", student_bn=False)
+    sm.matching = torch.tensor([[0, 1]])
+    sm.set_margin(rd.margin)
+    assert rd(s, t4).item() == pytest.approx(sm(s, t4).item(), rel=1e-6)
+
+
+def test_group_sizes_follow_the_official_reducers() -> None:
+    """``sp`` pools groups of C_t // C_s (official MGDistiller); only ``sm`` is one-to-one (SMDistiller)."""
+    s, t = torch.randn(4, 2, 3, 3), torch.randn(4, 6, 3, 3)
+    for reducer, groups in (("amp", 3), ("rd", 3), ("sp", 3), ("sm", 1)):
+        assert MGDLoss(reducer=reducer).update_matching_from_features(s, t).shape == (groups, 2), reducer
 
 
 def test_gradients_reach_student_and_bn() -> None:

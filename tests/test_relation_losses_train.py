@@ -41,6 +41,8 @@ def test_distillation_loss_goes_down(name: str) -> None:
     x = torch.randn(BATCH, 1, 16, 16)
     ctx = {"index": torch.arange(BATCH)}
     distiller = Distiller(student, {"t0": teacher}, [DistillJob(name=name, **fields)])
+    if distiller.needs_dataset_labels:  # CRD draws negatives from other classes of the (1024-sample) dataset
+        distiller.set_dataset_labels(torch.arange(1024) % 10)
     distiller.dry_run(x, **ctx)  # materialise lazy heads (CRD) before building the optimiser
     opt = torch.optim.SGD(distiller.learnable_parameters(), lr=lr, momentum=0.9)
     values = []

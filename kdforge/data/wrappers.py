@@ -11,7 +11,9 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from torch.utils.data import Dataset
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset, Subset
 
 
 def fetch_many(dataset: Any, indices: Sequence[int]) -> list[Any]:
@@ -42,8 +44,31 @@ class WithIndex(Dataset):
         return getattr(self.dataset, name)
 
 
+def dataset_labels(dataset: Any) -> Tensor | None:
+    """The label of every item of ``dataset`` as an int64 tensor (``out[i]`` = label of ``dataset[i]``),
+    read from its ``targets`` attribute through :class:`WithIndex` and ``torch.utils.data.Subset``
+    wrappers without loading any item; ``None`` when the dataset has no integer ``targets`` of its
+    length (e.g. detection targets, text)."""
+    if isinstance(dataset, WithIndex):
+        return dataset_labels(dataset.dataset)
+    if isinstance(dataset, Subset):
+        inner = dataset_labels(dataset.dataset)
+        return None if inner is None else inner[torch.as_tensor(list(dataset.indices), dtype=torch.long)]
+    targets = getattr(dataset, "targets", None)
+    if targets is None:
+        return None
+    try:
+        labels = torch.as_tensor(targets)
+    except (TypeError, ValueError, RuntimeError):  # e.g. a list of dicts (detection boxes)
+        return None
+    if labels.dim() != 1 or labels.dtype.is_floating_point or labels.dtype == torch.bool \
+            or labels.numel() != len(dataset):
+        return None
+    return labels.long()
+
+
 def _with_index(item: Any, i: int) -> tuple[Any, ...]:
     return (*item, i) if isinstance(item, tuple) else (item, i)
 
 
-__all__ = ["WithIndex", "fetch_many"]
+__all__ = ["WithIndex", "dataset_labels", "fetch_many"]

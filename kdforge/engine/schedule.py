@@ -75,9 +75,15 @@ def cosine(total_steps: int, steps_per_epoch: int, base_lr: float, warmup_epochs
 @SCHEDULES.register("step")
 def step_decay(total_steps: int, steps_per_epoch: int, base_lr: float, milestones: list[int] | None = None,
          gamma: float = 0.1, warmup_epochs: float = 0.0) -> LRFactor:
-    """lr × ``gamma`` at each epoch in ``milestones`` (after ``warmup_epochs`` of linear warm-up)."""
+    """lr × ``gamma`` from each epoch in ``milestones`` on (0-based: ``[150, 180, 210]`` decays before
+    the 151st, 181st and 211th epoch, as mdistiller's ``LR_DECAY_STAGES``), after ``warmup_epochs`` of
+    linear warm-up. A milestone listed twice decays twice (as ``torch.optim.lr_scheduler.MultiStepLR``)."""
     if gamma <= 0:
         raise ValueError(f"gamma must be > 0, got {gamma}")
+    bad = [m for m in (milestones or []) if isinstance(m, bool) or not isinstance(m, int) or m < 1]
+    if bad:
+        raise ValueError(f"step: milestones are epoch numbers (integers >= 1) at which the lr is multiplied by "
+                         f"gamma, got {bad} in {milestones}")
     return LRFactor("step", total_steps, steps_per_epoch, _warmup(warmup_epochs, steps_per_epoch),
                     milestones=list(milestones or []), gamma=gamma)
 

@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader, Dataset
 from ..build import build_distiller, build_model_from_spec
 from ..config import ConfigError
 from ..config.run import RunConfig, load_run_config
+from ..data.wrappers import dataset_labels
 from ..distiller import Distiller, ExternalTeacher
 from ..registry import TASKS
 from .amp import check_amp, make_scaler
@@ -177,6 +178,8 @@ class Trainer:
             task = TASKS.build(cfg.task, **cfg.task_kwargs)
             net = self._models(ctx)  # before the data: weights/tap errors surface without reading a dataset
             train_loader, eval_loader, _ = self._data(ctx, task)
+            if self.distiller is not None and self.distiller.needs_dataset_labels:  # CRD: negatives by class
+                self.distiller.set_dataset_labels(dataset_labels(self._refresh_loader.dataset))
             with preserved_rng():
                 first, cached = split_cached(next(iter(self._first_batch_loader)), ctx.device)
                 inputs, targets = task.batch_to(first, ctx.device)

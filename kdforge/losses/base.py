@@ -36,6 +36,11 @@ How the Distiller calls it (class attributes a loss may override):
     called by the trainer (or a user's loop, through :meth:`Distiller.on_epoch_start`) before each
     epoch, for losses that refresh state from data (MGD's channel matching every N epochs).
 
+``set_dataset_labels(labels)`` (optional method)
+    called by the trainer (or a user's loop, through :meth:`Distiller.set_dataset_labels`) once
+    before training with the label of every training sample (``labels[i]`` for dataset index ``i``),
+    or ``None`` when the training set exposes no ``targets`` (CRD's negatives from other classes).
+
 ``ctx`` carries what some losses need: ``labels``, ``index`` (dataset sample indices), ``step``
 (training forwards done so far), ``epoch``, ``student_output``.
 """

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..connectors.mgd import REDUCERS, ChannelReducer
+from ..connectors.mgd import ONE_TO_ONE, REDUCERS, ChannelReducer, check_reducer
 from ..registry import LOSSES
 from .base import DistillLoss, ShapeMismatchError, check_rank
 from .ft import batch_inputs
@@ -57,8 +57,11 @@ class MGDLoss(DistillLoss):
 
     ``amp``  absolute max pooling: per position, the group member of largest absolute value (default);
     ``rd``   random drop: per position, a random member of the group, redrawn at every call;
-    ``sp``   sparse matching (alias ``sm``, the official name): one teacher channel per student
-             channel, the other teacher channels are ignored.
+    ``sp``   simple pooling: per position, the maximum of the group;
+    ``sm``   sparse matching: one teacher channel per student channel (a one-to-one assignment, the
+             official ``SMDistiller``), the other teacher channels are ignored.
+
+    The names are exactly the official ``--mgd-reducer`` values (``sp`` is *not* sparse matching).
 
     The loss is OFD's partial L2 on pre-ReLU features with the teacher's margin
     :math:`m_c = E[t_c \mid t_c<0]` (:func:`~kdforge.losses.ofd.ofd_margin` of the teacher BN at the
@@ -72,7 +75,8 @@ class MGDLoss(DistillLoss):
 
     Following the official code (``mgd/builder.py``, ``main.py``): the margin of a group is the
     mean of its members' margins (``amp``), a random member's margin drawn per channel
-    independently of the feature draw (``rd``); the loss is a sum divided by the batch size and
+    independently of the feature draw (``rd``), the group's maximum margin (``sp``, whose target is
+    ``adaptive_max_pool3d`` over the group as ``MGDistiller.sp``); the loss is a sum divided by the batch size and
     the official weight is ``1/loss_factor`` = 1e-4 (ImageNet, 224 px), with the stage i of K
     further divided by 2^(K-i-1) (one mgd job per stage in kdforge). The classification
     ``builder.py`` takes ``argmax(t)``; we take ``argmax(|t|)`` as the paper and the official
@@ -88,9 +92,7 @@ class MGDLoss(DistillLoss):
     def __init__(self, reducer: str = "amp", student_bn: bool = True, update_freq: int = 2,
                  max_samples: int | None = 20000, auto_init: bool = True, teacher_bn: str | None = None) -> None:
         super().__init__()
-        if reducer not in REDUCERS:
-            raise ValueError(f"mgd: unknown reducer {reducer!r}; use one of {REDUCERS}")
-        self.reducer = "sp" if reducer == "sm" else reducer
+        self.reducer = check_reducer(reducer, "mgd")
         self.update_freq, self.max_samples, self.auto_init = update_freq, max_samples, auto_init
         self.teacher_bn = teacher_bn
         self.bn: nn.Module = nn.LazyBatchNorm2d() if student_bn else nn.Identity()
@@ -128,7 +130,7 @@ class MGDLoss(DistillLoss):
             raise ShapeMismatchError(f"mgd: the student has more channels ({c_s}) than the teacher ({c_t}); MGD "
                                      f"matches every student channel to teacher channels: tap a wider teacher layer, "
                                      f"or add a connector mapping the student to at most {c_t} channels")
-        return 1 if self.reducer == "sp" else c_t // c_s
+        return 1 if self.reducer in ONE_TO_ONE else c_t // c_s
 
     def update_matching_from_features(self, student_feats: Tensor | Iterable[Tensor],
                                       teacher_feats: Tensor | Iterable[Tensor]) -> Tensor:
