@@ -31,8 +31,8 @@ def build_model_from_spec(spec: ModelSpec, where: str = "model") -> nn.Module:
         raise ConfigError(f"{where}: cannot import model {spec.name!r}: {e}") from e
     if spec.weights:
         load_weights(model, spec.weights, strict=spec.strict, key=spec.weights_key)
-    if spec.dtype is not None:
-        model = model.to(getattr(torch, spec.dtype))
+    if spec.dtype is not None:  # after the weights: they load at full precision, then convert
+        model.to(getattr(torch, spec.dtype))
     return model
 
 
@@ -96,6 +96,8 @@ def build_distiller(cfg: str | Path | Mapping[str, Any] | DistillConfig, *, stud
     s = student if student is not None else build_model_from_spec(dc.student, "student")
     ts = build_teachers(dc, teachers, warn)
     try:
-        return Distiller(s, ts, dc.jobs, teacher_exec=dc.teacher_exec)
+        return Distiller(s, ts, dc.jobs, teacher_exec=dc.teacher_exec,
+                         teacher_devices={n: spec.device for n, spec in dc.teachers.items()
+                                          if spec.device is not None and n not in (teachers or {})})
     except (TypeError, KeyError) as e:  # a loss/connector built with arguments it does not take
         raise ConfigError(f"jobs: {e}") from e

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-import itertools
+import logging
 import sys
 from typing import Any, Mapping, Sequence
 
@@ -30,9 +30,12 @@ from torch import Tensor, nn
 
 from .capture import Tapper, TapSpec, resolve_module
 from .job import SELF, DistillJob, JobModule
+from .placement import Placement, needs_move, placement_of, probe_tensor, to_placement
 from .teacher_exec import ChannelsLast, TeacherExec, logits_only, TeacherRunner, to_contiguous, to_plain
 
 Teachers = Mapping[str, nn.Module] | Sequence[nn.Module] | nn.Module | None
+
+log = logging.getLogger(__name__)
 
 
 class DistillerError(ValueError):
@@ -96,6 +99,14 @@ class Distiller(nn.Module):
     * ``teacher_exec`` (:class:`~kdforge.teacher_exec.TeacherExec`, a dict of its fields, or
       ``"plain"``) sets how teachers run: by default conv teachers run in channels_last memory format
       and before the student; ``torch.compile`` and autocast are opt-in.
+    * Teachers may run in another dtype (a bfloat16/float16 teacher beside a float32 student) or on
+      another device (a second GPU, or the CPU while the student is on the GPU): each teacher gets
+      its inputs on its own device in its own dtype, and its taps reach the jobs on the student's
+      device in the student's dtype (:mod:`kdforge.placement`). ``teacher_devices={"t0": "cpu"}``
+      puts a teacher on a device of its own; such a teacher, and one already on another device than
+      the student when the Distiller is built, *keeps its device* when the Distiller is moved
+      (``.to(device)``/``.cuda()`` move the student, connectors, losses and the other teachers;
+      dtype casts such as ``.double()`` still apply to it).
     """
 
     step: Tensor
@@ -103,7 +114,8 @@ class Distiller(nn.Module):
     def __init__(self, student: nn.Module | Mapping[str, Any], teachers: Teachers = None,
                  jobs: Sequence[DistillJob | Mapping[str, Any]] = (),
                  teacher_exec: TeacherExec | Mapping[str, Any] | str | None = None,
-                 model_inputs: Sequence[str] | None = None) -> None:
+                 model_inputs: Sequence[str] | None = None,
+                 teacher_devices: Mapping[str, str | torch.device] | None = None) -> None:
         device = None
         if isinstance(student, Mapping):  # mslim's Distiller(config) with live modules (see kdforge.compat)
             student, teachers, jobs, device = _from_dict(student, teachers, jobs)
@@ -129,6 +141,8 @@ class Distiller(nn.Module):
                                      f"self-distillation name the teacher {SELF!r} in the job")
             t.requires_grad_(False)
             t.eval()
+        #: teachers that keep their own device when the Distiller moves (see the class docstring)
+        self._own_device: set[str] = self._place_teachers(student, teacher_devices or {})
         specs = [j if isinstance(j, DistillJob) else DistillJob.model_validate(dict(j)) for j in jobs]
         self.jobs = nn.ModuleList()
         used: set[str] = set()
@@ -175,12 +189,13 @@ class Distiller(nn.Module):
         self.losses: dict[str, Tensor] = {}
         #: each job's last value before weight and warm-up (the loss module's own output)
         self.raw_losses: dict[str, Tensor] = {}
-        # one parameter per model, to check devices per call in O(1) (a parameter keeps its identity
-        # through .to() and lazy materialisation)
-        self._probes = {n: next(m.parameters(), None) for n, m in [("", student), *self._teachers.items()]}
-        self._check_devices(full=True)
+        # the student's first floating parameter, to read its device and dtype per call in O(1) (a
+        # parameter keeps its identity through .to() and lazy materialisation)
+        self._probe = probe_tensor(student)
         if device is not None:
             self.to(device)
+        for line in self.placements():
+            log.info(line)
 
     def get_learnable_params(self) -> list[nn.Parameter]:
         """Alias of :meth:`learnable_parameters` (mslim's name)."""
@@ -200,9 +215,50 @@ class Distiller(nn.Module):
 
     def _apply(self, fn: Any, recurse: bool = True) -> "Distiller":  # .to(), .cuda(), .half(), …
         super()._apply(fn, recurse)
-        for t in self._teachers.values():
-            t._apply(fn)
+        for n, t in self._teachers.items():
+            t._apply(_dtype_part(fn) if n in self._own_device else fn)
         return self
+
+    def _place_teachers(self, student: nn.Module, devices: Mapping[str, str | torch.device]) -> set[str]:
+        """Move the teachers ``devices`` names there; return the teachers that keep their own device."""
+        unknown = sorted(set(devices) - set(self._teachers))
+        if unknown:
+            raise DistillerError(f"teacher_devices names unknown teacher(s) {unknown}; teachers: {list(self._teachers)}")
+        own = set()
+        s_place = placement_of(student)
+        for name, t in self._teachers.items():
+            if name in devices:
+                try:
+                    t.to(torch.device(devices[name]))
+                except (RuntimeError, AssertionError) as e:  # an unparsable name, a GPU that is not there
+                    raise DistillerError(f"teacher_devices[{name!r}] = {str(devices[name])!r}: {e}") from None
+                own.add(name)
+            where = placement_of(t)
+            if where is not None and where.device.type == "meta":
+                raise DistillerError(f"teacher {name!r} is on the meta device: its weights were never materialised, "
+                                     f"so it cannot run. Load its weights first (e.g. teacher.to_empty(device='cpu') "
+                                     f"then load_state_dict, or build it without the meta device)")
+            if where is not None and s_place is not None and where.device != s_place.device:
+                own.add(name)
+        return own
+
+    def _here(self) -> Placement | None:
+        """The student's placement (its probe parameter's device and dtype; re-probed after a meta student
+        is materialised, which replaces its parameters)."""
+        if self._probe is None or self._probe.device.type == "meta":
+            self._probe = probe_tensor(self.student)
+        return placement_of(self._probe)
+
+    def placements(self) -> list[str]:
+        """One line per teacher that runs in another dtype or on another device than the student."""
+        s_place = self._here()
+        lines = []
+        for name, runner in self._runners.items():
+            where = runner.placement
+            if s_place is not None and needs_move(where, s_place):
+                lines.append(f"teacher {name!r} runs in {where}; its inputs are moved there and its taps cast to "
+                             f"the student's {s_place}")
+        return lines
 
     # ----------------------------------------------------------------- parameters
     def learnable_parameters(self) -> list[nn.Parameter]:
@@ -299,7 +355,7 @@ class Distiller(nn.Module):
                       given: Mapping[str, Mapping[str, Tensor]]) -> tuple[dict[str, Any], dict[str, Any]]:
         recs: dict[str, Any] = {}
         logits: dict[str, Any] = {}
-        s_place = _placement(self.student)
+        here = self._here()  # where the jobs run: the student's device and dtype
         for name in self._teacher_taps:
             if name not in given and isinstance(self._teachers[name], ExternalTeacher):
                 raise DistillerError(f"teacher {name!r} is served from {self._teachers[name].source}; this call "
@@ -308,7 +364,8 @@ class Distiller(nn.Module):
                 missing = [t for t in self._teacher_taps[name] if t not in given[name]]
                 if missing:
                     raise DistillerError(f"teacher_outputs[{name!r}] lacks taps {missing}; it has {list(given[name])}")
-                recs[name], logits[name] = given[name], given[name].get("", None)
+                recs[name] = _to(given[name], here) if here is not None else given[name]
+                logits[name] = recs[name].get("", None)
                 continue
             teacher, tapper = self._teachers[name], self._teacher_tappers[name]
             if teacher.training:  # someone called teacher.train() behind our back
@@ -316,18 +373,15 @@ class Distiller(nn.Module):
             runner = self._runners[name]
             if model_kw:
                 _check_accepts(self._teachers[name], name, model_kw)
-            t_place = _placement(teacher)
-            moved = t_place != s_place and t_place != (None, None)
-            t_in, t_kw = (_cast(inputs, *t_place), _cast(dict(model_kw), *t_place)) if moved else (inputs, model_kw)
-            with torch.no_grad(), tapper.record() as rec:
-                logits[name] = runner(*t_in, **t_kw)
+            with torch.no_grad(), tapper.record() as rec:  # the runner brings the inputs to the teacher
+                logits[name] = runner(*inputs, **model_kw)
             if runner.converts:  # channels_last / autocast: losses get contiguous float32 tensors
                 recs[name], logits[name] = {t: to_plain(rec[t]) for t in self._teacher_taps[name]}, to_plain(logits[name])
             else:
                 recs[name] = rec
-            if moved:  # a teacher on another device/dtype: its taps come back in the student's
-                recs[name] = {t: _cast(recs[name][t], *s_place) for t in self._teacher_taps[name]}
-                logits[name] = _cast(logits[name], *s_place)
+            if here is not None and needs_move(runner.placement, here):  # another dtype or device: bring it here
+                recs[name] = _to({t: recs[name][t] for t in self._teacher_taps[name]}, here)
+                logits[name] = to_placement(logits[name], here.device, here.dtype)
         return recs, logits
 
     def _check_external(self) -> None:
@@ -410,17 +464,15 @@ class Distiller(nn.Module):
         with contextlib.suppress(Exception):
             self.close()
 
-    def _check_devices(self, inputs: tuple[Any, ...] = (), full: bool = False) -> None:
-        probes = self._probes
-        s_probe = probes[""]
-        s_dev = s_probe.device if s_probe is not None else None
-        if full:
-            s_dev = _param_device(self.student)
-        # teachers may live on another device (or dtype): _run_teachers moves their inputs and taps
+    def _check_devices(self, inputs: tuple[Any, ...] = ()) -> None:
+        """The student takes the batch as it comes, so it must be on the student's device (teachers get
+        theirs moved)."""
+        here = self._here()
+        s_dev = here.device if here is not None else None
         for a in inputs:
             if isinstance(a, Tensor):
                 if s_dev is not None and a.device != s_dev:
-                    raise DistillerError(f"inputs are on {a.device} but the models are on {s_dev}; move the "
+                    raise DistillerError(f"inputs are on {a.device} but the student is on {s_dev}; move the "
                                          f"batch with .to({str(s_dev)!r})")
                 break
 
@@ -471,47 +523,18 @@ def _called_through_torch_compile(depth: int = 8) -> bool:
     return False
 
 
-def _placement(m: nn.Module) -> tuple[torch.device | None, torch.dtype | None]:
-    """``(device, floating dtype)`` of a model's first parameter (or buffer); ``None`` where it has none."""
-    for p in itertools.chain(m.parameters(), m.buffers()):
-        if isinstance(p, nn.parameter.UninitializedParameter):
-            continue
-        if p.is_floating_point():
-            return p.device, p.dtype
-    return None, None
+def _to(taps: Mapping[str, Any], where: Placement) -> dict[str, Any]:
+    """Tapped tensors (by tap) on ``where``'s device, floating ones in its dtype (no copy when in place)."""
+    return {t: to_placement(v, where.device, where.dtype) for t, v in taps.items()}
 
 
-def _cast(x: Any, device: torch.device | None, dtype: torch.dtype | None) -> Any:
-    """``x`` (a tensor, or tuples/lists/dicts of them) on ``device``, floating tensors in ``dtype``; integer
-    tensors (token ids, masks) are only moved. No copy where a tensor already matches."""
-    if isinstance(x, Tensor):
-        if x.is_floating_point() and dtype is not None and x.dtype != dtype:
-            return x.to(device=device if device is not None else x.device, dtype=dtype)
-        if device is not None and x.device != device:
-            return x.to(device)
-        return x
-    if isinstance(x, Mapping):
-        return type(x)((k, _cast(v, device, dtype)) for k, v in x.items()) if isinstance(x, dict) else \
-            {k: _cast(v, device, dtype) for k, v in x.items()}
-    if isinstance(x, (list, tuple)) and not hasattr(x, "_fields"):
-        return type(x)(_cast(v, device, dtype) for v in x)
-    if hasattr(x, "_fields"):  # namedtuple
-        return type(x)(*(_cast(v, device, dtype) for v in x))
-    return x
-
-
-def _param_dtype(m: nn.Module) -> torch.dtype | None:
-    for p in m.parameters():
-        if p.is_floating_point() and not isinstance(p, nn.parameter.UninitializedParameter):
-            return p.dtype
-    return None
-
-
-def _param_device(m: nn.Module) -> torch.device | None:
-    for p in m.parameters():
-        if not isinstance(p, nn.parameter.UninitializedParameter):
-            return p.device
-    return None
+def _dtype_part(fn: Any) -> Any:
+    """``fn`` (what ``Module._apply`` applies: a ``.to()``/``.cuda()``/``.half()`` …) without its device move:
+    a tensor gets the dtype ``fn`` would give it and stays where it is. ``fn`` sees only an empty tensor."""
+    def cast(t: Tensor) -> Tensor:
+        new = fn(torch.empty(0, dtype=t.dtype, device=t.device))
+        return t.to(new.dtype) if new.dtype != t.dtype else t
+    return cast
 
 
 def _device_of(out: Any) -> torch.device:

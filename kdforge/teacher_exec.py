@@ -26,6 +26,10 @@ A teacher never trains, so its forward can take the fastest execution that gives
     are restored first). Off by default: with the CPU torch 2.13 wheel, backward through a
     channels_last ResNet whose block output feeds a 1×1-conv connector aborted the process ("double
     free or corruption", reproduced in plain PyTorch without kdforge), which no fallback can catch.
+Inputs follow the teacher: each call hands the teacher its inputs on its own device, floating-point
+inputs in its parameters' dtype (:mod:`kdforge.placement`), so a bfloat16 teacher or one on another
+device takes the same batch as the student.
+
 ``autocast: null``
     ``bf16``/``fp16``: run the teachers under ``torch.autocast`` and hand float32 taps to the losses.
     Off by default: the KD loss then differs from the float32 one (measured in the benchmark) and on
@@ -39,6 +43,8 @@ from typing import Any, Callable, Literal
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import Tensor, nn
+
+from .placement import Placement, inputs_to, placement_of, probe_tensor
 
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -162,6 +168,14 @@ class TeacherRunner:
         if cfg.compile:
             self.fn = torch.compile(model, backend=cfg.compile_backend)
         self.dtype = _DTYPES[cfg.autocast] if cfg.autocast else None
+        self._probe = probe_tensor(model)  # a parameter keeps its identity through .to(); a buffer does not
+
+    @property
+    def placement(self) -> Placement | None:
+        """Where the teacher runs now (its first floating parameter's device and dtype)."""
+        if not isinstance(self._probe, nn.Parameter) or self._probe.device.type == "meta":
+            self._probe = probe_tensor(self.model)
+        return placement_of(self._probe)
 
     @property
     def channels_last(self) -> bool:
@@ -173,6 +187,7 @@ class TeacherRunner:
         return self.format.on or self.dtype is not None
 
     def __call__(self, *inputs: Any, **kwargs: Any) -> Any:
+        inputs, kwargs = inputs_to(inputs, kwargs, self.placement)
         return self.format.call(self._run, *inputs, **kwargs)
 
     def _run(self, *inputs: Any, **kwargs: Any) -> Any:

@@ -286,9 +286,21 @@ def test_stale_caches_are_refused_naming_what_differs(setup, built, tmp_path):
     _refused(cfg, cache, "data.augment", overrides=["data.augment=false"])
     # dataset length changed
     _refused(cfg, cache, "data.length: cache 40, this run 30", overrides=["data.train_subset=30"])
+    # the teacher converted to another dtype (teachers.NAME.dtype) gives other outputs
+    _refused(cfg, cache, "teachers.teacher.dtype: cache None, this run 'bfloat16'", overrides=["teachers.teacher.dtype=bf16"])
     # a different teacher architecture
     _refused(cfg, cache, "teachers.teacher.kwargs", overrides=["teachers.teacher.kwargs.channels=[4,8,16]",
                                                                f"teachers.teacher.weights={tmp_path / 'other.pt'}"])
+
+
+def test_cache_of_a_bfloat16_teacher(setup, tmp_path):
+    root, data = setup
+    cfg = kd_config(root, data, out=str(tmp_path / "r"))
+    cfg["teachers"]["teacher"]["dtype"] = "bfloat16"  # its float32 inputs are cast for it, its outputs stored
+    out = build_cache(cfg, views=1, out=tmp_path / "c", dtype="fp32", verbose=False)
+    manifest = json.loads((Path(out) / "manifest.json").read_text())
+    assert manifest["teachers"]["teacher"]["fingerprint"]["dtype"] == "bfloat16"
+    train({**cfg, "teacher_cache": str(out)}, verbose=False)
 
 
 def test_same_weights_under_another_path_are_accepted(setup, built, tmp_path):

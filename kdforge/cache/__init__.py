@@ -68,7 +68,7 @@ def open_cache(cfg: Any, config_path: str | Path | None = None) -> TeacherCache:
         spec = cfg.teachers[name]
         known = {**(entry.get("weights_file") or {}), "sha256": entry["fingerprint"].get("sha256")}
         fp_now = {**entry["fingerprint"], "model": spec.name, "kwargs": spec.kwargs, "weights_key": spec.weights_key,
-                  **weights_fingerprint(spec.weights, known)}
+                  "dtype": spec.dtype, **weights_fingerprint(spec.weights, known)}
         problems += differences(entry["fingerprint"], fp_now, f"teachers.{name}")
         missing = [t for t in wanted if t not in entry["taps"]]
         if missing:

@@ -155,7 +155,8 @@ def build_cache(config: str | Path | Mapping[str, Any] | RunConfig, views: int, 
     for name in taps:
         if name not in cfg.teachers:
             raise CacheError(f"a job names teacher {name!r}, which is not in teachers ({list(cfg.teachers)})")
-        teachers[name] = build_model_from_spec(cfg.teachers[name], f"teachers.{name}").to(device).eval().requires_grad_(False)
+        spec = cfg.teachers[name]  # a teacher with a device of its own runs there (inputs follow it: TeacherRunner)
+        teachers[name] = build_model_from_spec(spec, f"teachers.{name}").to(spec.device or device).eval().requires_grad_(False)
     tappers = {name: Tapper(teachers[name], taps[name]) for name in taps}
     # the teachers run as the Distiller runs them live (channels_last, compile, autocast: cfg.teacher_exec)
     runners = {name: TeacherRunner(name, teachers[name], cfg.teacher_exec) for name in taps}

@@ -58,6 +58,7 @@ def weights_fingerprint(path: str | None, known: Mapping[str, Any] | None = None
 def teacher_fingerprint(spec: Any) -> dict[str, Any]:
     """What identifies a teacher (a :class:`~kdforge.config.ModelSpec`): model, kwargs, weights hash."""
     return {"model": spec.name, "kwargs": spec.kwargs, "weights_key": spec.weights_key,
+            "dtype": getattr(spec, "dtype", None),  # absent (None) in caches built before teachers had a dtype
             **weights_fingerprint(spec.weights)}
 
 

@@ -6,7 +6,7 @@ YAML file drives both the Python API and ``kdforge train``.
 """
 from __future__ import annotations
 
-from typing import Literal, Any
+from typing import Any
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
@@ -15,6 +15,9 @@ from ..teacher_exec import TeacherExec
 
 #: model-name prefixes resolved by other libraries at build time (their kwargs are checked then)
 EXTERNAL_MODEL_PREFIXES = ("torchvision", "timm", "hf")
+#: a teacher's ``dtype:`` → the torch dtype's name
+MODEL_DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",
+                "float16": "float16", "fp16": "float16", "half": "float16"}
 
 
 class ModelSpec(BaseModel):
@@ -22,6 +25,12 @@ class ModelSpec(BaseModel):
 
     ``weights`` is a state-dict file (``.pt``/``.pth`` loaded with ``weights_only=True``, or
     ``.safetensors``); ``weights_key`` picks the state dict inside a checkpoint dict.
+
+    Teachers only: ``dtype`` (``float32``/``bfloat16``/``float16``, or ``fp32``/``bf16``/``fp16``)
+    converts the teacher after its weights are loaded; ``device`` (``cpu``, ``cuda``, ``cuda:1``, …)
+    runs it on a device of its own, which it keeps when the run moves the models to ``device``. The
+    teacher then gets its inputs in its dtype on its device and its taps reach the jobs in the
+    student's (see :mod:`kdforge.placement`).
     """
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
@@ -32,9 +41,32 @@ class ModelSpec(BaseModel):
                                                                             "weights_path", "pretrained"))
     weights_key: str | None = None
     strict: bool = True
-    #: convert the built model (after loading its weights) to this dtype, e.g. a bfloat16 teacher beside a
-    #: float32 student: the Distiller casts the inputs to the teacher's dtype and its taps back
-    dtype: Literal["float32", "bfloat16", "float16"] | None = None
+    dtype: str | None = None
+    device: str | None = None
+
+    @field_validator("dtype", mode="before")
+    @classmethod
+    def _dtype(cls, v: Any) -> Any:
+        if v is None:
+            return v
+        name = MODEL_DTYPES.get(str(v).removeprefix("torch."))
+        if name is None:
+            raise ValueError(f"dtype {v!r} is not one of {sorted(set(MODEL_DTYPES.values()))} (or fp32/bf16/fp16, "
+                             f"or null for the weights' own dtype)")
+        return name
+
+    @field_validator("device", mode="before")
+    @classmethod
+    def _device(cls, v: Any) -> Any:
+        if v is None:
+            return v
+        import torch
+
+        try:
+            return str(torch.device(str(v)))
+        except RuntimeError:
+            raise ValueError(f"device {v!r} is not a torch device; use e.g. cpu, cuda, cuda:1 (or null for the "
+                             f"run's device)") from None
 
     @model_validator(mode="before")
     @classmethod
@@ -82,6 +114,10 @@ class DistillConfig(_Strict):
     @field_validator("student")
     @classmethod
     def _known_student(cls, v: ModelSpec, info: ValidationInfo) -> ModelSpec:
+        if v.dtype is not None or v.device is not None:
+            raise ValueError("dtype and device are teacher settings: the student trains on the run's device "
+                             "(top-level device:) in float32, with train.amp for mixed precision; remove them "
+                             "from student:")
         if "student" not in _given(info):
             v.check()
         return v

@@ -144,7 +144,10 @@ class Trainer:
                              for name, e in self._cache.manifest["teachers"].items() if name in cfg.teachers})
         self.distiller = build_distiller(cfg, student=student, teachers=teachers,
                                          warn=lambda m: say(f"warning: {m}", self._show(ctx)))
-        return self.distiller.to(ctx.device)
+        self.distiller.to(ctx.device)  # a teacher with a device of its own (teachers.NAME.device) stays there
+        for line in self.distiller.placements():
+            say(line, self._show(ctx))
+        return self.distiller
 
     def _show(self, ctx: DistContext) -> bool:
         return self.verbose and ctx.is_main

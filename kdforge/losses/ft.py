@@ -132,10 +132,12 @@ class FTLoss(DistillLoss):
                  **kwargs: Any) -> list[float]:
         """Pre-train the paraphraser on ``teacher``'s feature at ``tap`` over ``loader``; per-epoch losses."""
         from ..capture import Tapper
+        from ..placement import placement_of, to_placement
 
         was_training = teacher.training
         teacher.eval()
-        device = next(iter(teacher.parameters()), torch.empty(0)).device
+        # the teacher may run in another dtype / on another device than the paraphraser (the student's side)
+        t_at, p_at = placement_of(teacher), placement_of(self.paraphraser)
 
         def features() -> Iterator[Tensor]:
             tapper = Tapper(teacher, [tap])
@@ -143,9 +145,9 @@ class FTLoss(DistillLoss):
                 for batch in loader:
                     x = batch_inputs(batch)
                     with torch.no_grad(), tapper.record() as rec:
-                        teacher(x.to(device) if isinstance(x, Tensor) else x)
+                        teacher(to_placement(x, t_at.device, t_at.dtype) if t_at is not None else x)
                         feat = rec[tap]
-                    yield feat
+                    yield to_placement(feat, p_at.device, p_at.dtype) if p_at is not None else feat
             finally:
                 tapper.close()
 

@@ -160,12 +160,14 @@ class MGDLoss(DistillLoss):
                                "loss.setup(student, teachers, student_taps, teacher_taps); call it yourself, or use "
                                "update_matching_from_features(student_feats, teacher_feats)")
         from ..capture import Tapper
+        from ..placement import placement_of, to_placement
 
         limit = self.max_samples if max_samples == -1 else max_samples
         student, teacher, s_tap, t_tap = self._refs
         modes = (student.training, teacher.training)
         device = next(iter(student.parameters()), torch.empty(0)).device
         s_tapper, t_tapper = Tapper(student, [s_tap]), Tapper(teacher, [t_tap])
+        s_at, t_at = placement_of(student), placement_of(teacher)
         acc, seen = _CostAccumulator(), 0
         try:
             student.eval()
@@ -177,9 +179,11 @@ class MGDLoss(DistillLoss):
                     with s_tapper.record() as s_rec:
                         student(x)
                         s = s_rec[s_tap]
-                    with t_tapper.record() as t_rec:
-                        teacher(x)
+                    with t_tapper.record() as t_rec:  # the teacher may run in another dtype / on another device
+                        teacher(to_placement(x, t_at.device, t_at.dtype) if t_at is not None else x)
                         t = t_rec[t_tap]
+                    if s_at is not None:
+                        t = to_placement(t, s_at.device, s_at.dtype)
                     acc.add(s, t)
                     seen += s.shape[0]
                     if limit is not None and seen >= limit:

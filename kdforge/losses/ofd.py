@@ -121,7 +121,8 @@ class OFDLoss(DistillLoss):
         for i, spec in enumerate(teacher_taps):
             bn = self._find_bn(teacher, spec, self.teacher_bn[i] if self.teacher_bn else None)
             margins.append(ofd_margin(bn))
-        self._set_margins(margins)
+        device = next((p.device for p in student.parameters()), None)  # the teacher may be on another device
+        self._set_margins([m.to(device) for m in margins] if device is not None else margins)
 
     @staticmethod
     def _find_bn(teacher: nn.Module, spec: str, explicit: str | None) -> nn.Module:

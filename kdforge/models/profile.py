@@ -38,6 +38,11 @@ def _extra_formulas() -> dict[Any, Any]:
 
 
 def _run(model: nn.Module, example_input: Tensor | tuple[Any, ...] | dict[str, Any]) -> None:
+    from ..placement import placement_of, to_placement
+
+    where = placement_of(model)  # a bfloat16 model or one on a GPU takes the example where it runs
+    if where is not None:
+        example_input = to_placement(example_input, where.device, where.dtype)
     if isinstance(example_input, dict):
         model(**example_input)
     elif isinstance(example_input, tuple):
