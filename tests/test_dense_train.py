@@ -116,3 +116,40 @@ def test_bad_scene_sizes_are_config_errors(capsys, tmp_path):
     assert "multiple of 16" in capsys.readouterr().err
     assert main(["train", str(cfg), "--quiet", "--out", str(tmp_path), "--set", "data.kwargs.n_train=0"]) == 2
     assert "n_train" in capsys.readouterr().err
+
+
+def _dense_bench():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("dense_bench", ROOT / "benchmarks" / "dense.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_dense_choice_requires_the_second_metric_not_to_drop():
+    choose = _dense_bench().choose
+    assert choose({"a": (0.02, -0.001), "b": (0.01, 0.0), "c": (-0.01, 0.02)}) == "b"
+    assert choose({"a": (0.02, -0.001)}) is None
+
+
+@needs_data
+def test_dense_benchmark_selects_then_confirms_on_fresh_seeds(tmp_path, cache, monkeypatch, capsys):
+    """benchmarks/dense.py det: teacher once, every detection candidate on the selection seed, the chosen one
+    on a fresh confirmation seed; writes the report (tiny scenes, one epoch each)."""
+    bench = _dense_bench()
+    cands = sorted(p.stem for p in (ROOT / "configs" / "det").glob("kd_*.yaml"))
+    assert {"kd_fine_grained", "kd_pkd", "kd_heatmap"} <= set(cands)
+    tiny = [a for a in _tiny(cache, tmp_path)[3:] if a != "--set"]
+    monkeypatch.setattr("sys.argv", ["dense.py", "det", "--runs", str(tmp_path), "--candidates", *cands,
+                                     "--select-seeds", "0", "--confirm-seeds", "1", "--chosen", "kd_heatmap",
+                                     *[x for kv in tiny for x in ("--set", kv)]])
+    bench.main()
+    report = (tmp_path / "report.md").read_text()
+    assert "Selection" in report and "Confirmation" in report and "Chosen: **kd_heatmap** (given with --chosen)" in report
+    assert all(f"| {c} |" in report for c in cands) and "Verdict" in report
+    assert (tmp_path / "det_kd_heatmap_s1" / "summary.json").is_file()
+    assert not (tmp_path / "det_kd_pkd_s1").exists()  # only the chosen recipe runs on the confirmation seed
+    monkeypatch.setattr("sys.argv", ["dense.py", "det", "--select-seeds", "0", "--confirm-seeds", "0"])
+    with pytest.raises(SystemExit, match="fresh"):
+        bench.main()

@@ -199,3 +199,96 @@ def test_fgd_and_objectness_through_the_distiller():
         (task.criterion(out, y) + kd).backward()
         assert set(d.losses) == {"job0", "job1"} and torch.isfinite(kd)
         assert student.neck.p2[0].weight.grad is not None
+
+
+# ------------------------------------------------------------------ PKD and heatmap KD (issue 15)
+def test_pkd_is_half_of_one_minus_the_per_channel_pearson_correlation():
+    from scipy.stats import pearsonr
+
+    torch.manual_seed(0)
+    s, t = torch.randn(3, 4, 5, 6, dtype=torch.float64), torch.randn(3, 4, 5, 6, dtype=torch.float64)
+    t = t + 0.7 * s  # correlated
+    loss = LOSSES.build("pkd")(s.float(), t.float())
+    m = s[:, 0].numel()
+    # per channel: mean((ŝ - t̂)²)/2 = (M-1)/M · (1 - r) with the unbiased std (up to the 1e-6 guard)
+    want = sum((m - 1) / m * (1 - pearsonr(s[:, c].flatten().numpy(), t[:, c].flatten().numpy())[0])
+               for c in range(4)) / 4
+    assert loss.item() == pytest.approx(want, rel=1e-4)
+    # invariant to per-channel affine changes of either side (what makes PKD work across detectors)
+    scale = torch.tensor([0.1, 3.0, 7.0, 0.5]).view(1, 4, 1, 1)
+    assert LOSSES.build("pkd")(s.float() * scale + 5, t.float()).item() == pytest.approx(loss.item(), rel=1e-4)
+    assert LOSSES.build("pkd")(t.float(), t.float()).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_pkd_resizes_the_student_and_asks_for_a_connector_on_channel_mismatch():
+    s, t = torch.randn(2, 4, 8, 8, requires_grad=True), torch.randn(2, 4, 16, 16)
+    loss = LOSSES.build("pkd")(s, t)
+    up = torch.nn.functional.interpolate(s.detach(), size=(16, 16), mode="bilinear", align_corners=False)
+    assert loss.item() == pytest.approx(LOSSES.build("pkd")(up, t).item(), rel=1e-5)
+    loss.backward()
+    assert s.grad is not None and s.grad.abs().sum() > 0
+    down = torch.nn.functional.interpolate(t, size=(8, 8), mode="bilinear", align_corners=False)
+    assert LOSSES.build("pkd", resize_stu=False)(s, t).item() == pytest.approx(LOSSES.build("pkd")(s, down).item(), rel=1e-5)
+    with pytest.raises(ShapeMismatchError, match="connector: conv1x1"):
+        LOSSES.build("pkd")(torch.randn(2, 3, 8, 8), torch.randn(2, 4, 8, 8))
+
+
+def _heatmap_kd_reference(hs, ht, whs, wht, offs, offt, n_obj, beta=2.0, thresh=0.3, w_wh=0.1, w_off=1.0):
+    """Loop-by-loop reference of heatmap_kd (independent of the vectorised code)."""
+    import math
+
+    n, k, h, w = hs.shape
+    hm = 0.0
+    for idx in range(hs.numel()):
+        p, q = 1 / (1 + math.exp(-hs.flatten()[idx].item())), 1 / (1 + math.exp(-ht.flatten()[idx].item()))
+        hm += abs(q - p) ** beta * -(q * math.log(p) + (1 - q) * math.log(1 - p))
+    hm /= max(n_obj, 1)
+    num = den = 0.0
+    qt = torch.sigmoid(ht).amax(1)  # (n,h,w)
+    for b in range(n):
+        for i in range(h):
+            for j in range(w):
+                v = qt[b, i, j].item()
+                nb = qt[b, max(i - 1, 0):i + 2, max(j - 1, 0):j + 2]
+                if v >= thresh and v >= nb.max().item():
+                    l1 = w_wh * (whs[b, :, i, j] - wht[b, :, i, j]).abs().sum() + w_off * (offs[b, :, i, j] - offt[b, :, i, j]).abs().sum()
+                    num += v * l1.item()
+                    den += v
+    return hm + (num / den if den else 0.0)
+
+
+def test_heatmap_kd_value_against_a_loop_reference():
+    torch.manual_seed(1)
+    hs, ht = torch.randn(2, 3, 5, 5), torch.randn(2, 3, 5, 5) * 2
+    whs, wht, offs, offt = (torch.randn(2, 2, 5, 5) for _ in range(4))
+    boxes = [torch.rand(2, 4), torch.rand(1, 4)]  # 3 objects: only their count is read
+    loss = LOSSES.build("heatmap_kd")([hs, whs, offs], [ht, wht, offt], boxes=boxes)
+    assert loss.item() == pytest.approx(_heatmap_kd_reference(hs, ht, whs, wht, offs, offt, 3), rel=1e-4)
+    only = LOSSES.build("heatmap_kd")(hs, ht, boxes=boxes)  # heatmap tap alone: the heatmap term
+    assert only.item() == pytest.approx(_heatmap_kd_reference(hs, ht, whs, whs, offs, offs, 3), rel=1e-4)
+    # the student matching the teacher everywhere gives zero loss (focal factor |q-p|^β = 0)
+    assert LOSSES.build("heatmap_kd")([ht, wht, offt], [ht, wht, offt], boxes=boxes).item() == pytest.approx(0.0, abs=1e-7)
+
+
+def test_heatmap_kd_trains_a_centernet_student_through_the_distiller():
+    task = TASKS.build("detection")
+    teacher, student = MODELS.build("centernet_t").eval(), MODELS.build("centernet_s")
+    job = {"name": "hm", "loss": "heatmap_kd", "student": ["head.heatmap", "head.wh", "head.offset"],
+           "teacher": ["head.heatmap", "head.wh", "head.offset"]}
+    pkd = {"name": "pkd", "loss": "pkd", "student": "neck.p2", "teacher": "neck.p2", "connector": "conv1x1", "weight": 6.0}
+    batch = (torch.rand(2, 1, 64, 64), _targets())
+    x, y = task.batch_to(batch, "cpu")
+    with Distiller(student, teacher, [job, pkd]) as d:
+        out, kd = d(x, **task.loss_context(y, batch))
+        (task.criterion(out, y) + kd).backward()
+        assert set(d.losses) == {"hm", "pkd"} and torch.isfinite(kd)
+    assert all(p.grad is None for p in teacher.parameters())
+    assert student.head.heatmap[-1].weight.grad.abs().sum() > 0
+
+
+def test_heatmap_kd_rejects_mismatched_taps():
+    h = torch.randn(1, 3, 4, 4)
+    with pytest.raises(ValueError, match="3 taps each"):
+        LOSSES.build("heatmap_kd")([h, h], [h, h])
+    with pytest.raises(ValueError, match="beta"):
+        LOSSES.build("heatmap_kd", beta=-1)

@@ -1,4 +1,4 @@
-"""Detector distillation: fine-grained imitation, FGD and objectness-scaled head distillation.
+"""Detector distillation: fine-grained imitation, FGD, PKD, objectness-scaled and heatmap head distillation.
 
 Box-aware losses read from ``ctx`` (the detection task's ``loss_context`` supplies them):
 
@@ -264,3 +264,133 @@ class ObjectnessKDLoss(DistillLoss):
 
     def extra_repr(self) -> str:
         return f"wh_weight={self.wh_weight}, offset_weight={self.offset_weight}"
+
+
+@LOSSES.register("pkd")
+class PKDLoss(DistillLoss):
+    r"""PKD: feature imitation through the Pearson correlation coefficient (Cao, Xu, Li, Wu, Shan & Chen,
+    *PKD: General Distillation Framework for Object Detectors via Pearson Correlation Coefficient*,
+    NeurIPS 2022).
+
+    Each channel of both feature maps is standardised over the batch and the spatial positions,
+    :math:`\hat f_c = (f_c - \mu_c) / (\sigma_c + 10^{-6})` with :math:`\mu_c, \sigma_c` the mean and
+    (unbiased) standard deviation of channel :math:`c` over :math:`(N, H, W)`; then
+
+    .. math:: \mathcal{L}_{PKD} = \frac{1}{2\,NCHW}\sum_{n,c,h,w}\big(\hat s_{nchw} - \hat t_{nchw}\big)^2
+
+    which, per channel, is :math:`1 - r` with :math:`r` the Pearson correlation of student and teacher
+    (up to the :math:`(M-1)/M` factor of the unbiased std). Magnitude differences between the two FPNs no
+    longer matter, only their correlation, which is why PKD works across heterogeneous detectors. As in
+    the official code (MMRazor ``PKDLoss``), a student map of another spatial size is resized bilinearly
+    to the teacher's (``resize_stu=False`` resizes the teacher instead); a channel mismatch needs the job's
+    connector (``conv1x1``). The official detection configs put one PKD term on every FPN level with
+    weight 6 (Faster R-CNN, also the default in MMRazor's README) or 10 (RetinaNet): that is the job weight.
+    """
+
+    def __init__(self, resize_stu: bool = True) -> None:
+        super().__init__()
+        self.resize_stu = resize_stu
+
+    @staticmethod
+    def standardise(f: Tensor) -> Tensor:
+        """Per-channel standardisation over (N, H, W), as PKD's ``norm``."""
+        x = f.transpose(0, 1).reshape(f.shape[1], -1)
+        x = (x - x.mean(1, keepdim=True)) / (x.std(1, keepdim=True) + 1e-6)
+        return x.reshape(f.shape[1], f.shape[0], *f.shape[2:]).transpose(0, 1)
+
+    def forward(self, student: Tensor, teacher: Tensor, **ctx: Any) -> Tensor:
+        check_rank(student, (4,), "student feature", "pkd")
+        check_rank(teacher, (4,), "teacher feature", "pkd")
+        if student.shape[1] != teacher.shape[1]:
+            raise ShapeMismatchError(f"pkd: student has {student.shape[1]} channels, teacher {teacher.shape[1]}; "
+                                     f"add `connector: conv1x1` to the job to map the student's channels")
+        s, t = student.float(), teacher.float()
+        if s.shape[2:] != t.shape[2:]:
+            if self.resize_stu:
+                s = F.interpolate(s, size=t.shape[2:], mode="bilinear", align_corners=False)
+            else:
+                t = F.interpolate(t, size=s.shape[2:], mode="bilinear", align_corners=False)
+        return F.mse_loss(self.standardise(s), self.standardise(t)) / 2
+
+    def extra_repr(self) -> str:
+        return f"resize_stu={self.resize_stu}"
+
+
+def heatmap_peaks(prob: Tensor, thresh: float) -> Tensor:
+    """(N,1,H,W) mask of the locations CenterNet's decoder would read: the class-max probability is a 3×3
+    local maximum and at least ``thresh``."""
+    obj = prob.max(1, keepdim=True).values
+    return ((F.max_pool2d(obj, 3, stride=1, padding=1) == obj) & (obj >= thresh)).to(prob.dtype)
+
+
+@LOSSES.register("heatmap_kd")
+class HeatmapKDLoss(DistillLoss):
+    r"""Response distillation for CenterNet-style heads: a focal-weighted soft-target loss on the centre
+    heatmaps, and box regression distilled where the teacher is confident.
+
+    Heatmap term — the Quality Focal Loss of Li et al. (*Generalized Focal Loss*, NeurIPS 2020) with the
+    teacher's probability :math:`q=\sigma(h^T)` as the soft target for :math:`p=\sigma(h^S)`:
+
+    .. math:: \mathcal{L}_{hm} = \frac{1}{M}\sum_{n,k,i,j}|q-p|^{\beta}\,
+              \mathrm{BCE}(p, q),\qquad \mathrm{BCE}(p,q) = -q\log p-(1-q)\log(1-p)
+
+    The modulating factor :math:`|q-p|^\beta` (β=2, GFL's default) is the focal weighting the dense
+    detection-distillation literature uses to stop the vast, easy background from swamping the few object
+    locations (cf. the adaptive distillation loss of Tang et al., 2019); :math:`M` is the number of
+    ground-truth objects in the batch (``ctx["boxes"]``), the normaliser of CenterNet's own focal loss, so
+    the term is on the scale of the task's heatmap loss (without boxes in ``ctx``: the number of teacher
+    peaks). Box term — at the teacher's peaks :math:`P` (class-max probability a 3×3 local maximum and
+    ≥ ``conf_thresh``, i.e. where the teacher's decoder would read a box), weighted by the teacher's
+    confidence :math:`w=\max_k q`:
+
+    .. math:: \mathcal{L}_{box} = \frac{\sum_{P} w\,(\lambda_{wh}|wh^S-wh^T|_1 + \lambda_{off}|o^S-o^T|_1)}{\sum_P w}
+
+    with CenterNet's own weights (λ_wh=0.1, λ_off=1). Taps: ``[head.heatmap, head.wh, head.offset]`` on
+    both models (``pairwise=False``), or ``head.heatmap`` alone for the heatmap term only.
+    """
+
+    pairwise = False
+    same_shape = False
+
+    def __init__(self, beta: float = 2.0, conf_thresh: float = 0.3, wh_weight: float = 0.1,
+                 offset_weight: float = 1.0) -> None:
+        super().__init__()
+        if beta < 0:
+            raise ValueError(f"heatmap_kd: beta must be >= 0, got {beta}")
+        if not 0 <= conf_thresh < 1:
+            raise ValueError(f"heatmap_kd: conf_thresh must be in [0, 1), got {conf_thresh}")
+        self.beta, self.conf_thresh, self.wh_weight, self.offset_weight = beta, conf_thresh, wh_weight, offset_weight
+
+    def forward(self, student: Tensor | list[Tensor], teacher: Tensor | list[Tensor], **ctx: Any) -> Tensor:
+        single = isinstance(student, Tensor)
+        if single != isinstance(teacher, Tensor) or (not single and (len(student) != 3 or len(teacher) != 3)):
+            raise ValueError("heatmap_kd: tap head.heatmap on both models, or [head.heatmap, head.wh, head.offset] "
+                             "on both (3 taps each, in that order)")
+        hs, ht = (student, teacher) if single else (student[0], teacher[0])
+        check_rank(hs, (4,), "student heatmap", "heatmap_kd")
+        check_same_shape(hs, ht, "heatmap_kd (heatmap)")
+        q = torch.sigmoid(ht.float())
+        logit = hs.float()
+        p = torch.sigmoid(logit)
+        bce = F.binary_cross_entropy_with_logits(logit, q, reduction="none")
+        hm = ((q - p).abs() ** self.beta * bce).sum()
+        if ctx.get("boxes") is not None:
+            m = sum(len(b) for b in ctx["boxes"])
+        else:
+            m = heatmap_peaks(q, self.conf_thresh).sum()
+        loss = hm / max(float(m), 1.0)
+        if single:
+            return loss
+        for name, s, t in zip(("wh", "offset"), student[1:], teacher[1:]):
+            check_same_shape(s, t, f"heatmap_kd ({name})")
+            if s.shape[0] != hs.shape[0] or s.shape[2:] != hs.shape[2:]:
+                raise ShapeMismatchError(f"heatmap_kd: {name} {tuple(s.shape)} does not match heatmap "
+                                         f"{tuple(hs.shape)} (expected (N,2,H,W))")
+        w = heatmap_peaks(q, self.conf_thresh) * q.max(1, keepdim=True).values  # (N,1,H,W)
+        box = (self.wh_weight * (student[1].float() - teacher[1].float()).abs()
+               + self.offset_weight * (student[2].float() - teacher[2].float()).abs())
+        return loss + (w * box).sum() / w.sum().clamp(min=1e-6)
+
+    def extra_repr(self) -> str:
+        return (f"beta={self.beta}, conf_thresh={self.conf_thresh}, wh_weight={self.wh_weight}, "
+                f"offset_weight={self.offset_weight}")
