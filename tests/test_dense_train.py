@@ -150,6 +150,17 @@ def test_dense_benchmark_selects_then_confirms_on_fresh_seeds(tmp_path, cache, m
     assert all(f"| {c} |" in report for c in cands) and "Verdict" in report
     assert (tmp_path / "det_kd_heatmap_s1" / "summary.json").is_file()
     assert not (tmp_path / "det_kd_pkd_s1").exists()  # only the chosen recipe runs on the confirmation seed
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("det_diagnosis", ROOT / "benchmarks" / "det_diagnosis.py")
+    diag = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(diag)
+    capsys.readouterr()
+    monkeypatch.setattr("sys.argv", ["det_diagnosis.py", "--runs", str(tmp_path), "--seeds", "0", "1", "--reps", "2"])
+    diag.main()
+    out = capsys.readouterr().out
+    assert "imitation mask covers" in out and "teacher on test" in out and "eval noise" in out
+    assert "| det_kd_heatmap_s1 |" in out  # the dynamics table lists every finished run
     monkeypatch.setattr("sys.argv", ["dense.py", "det", "--select-seeds", "0", "--confirm-seeds", "0"])
     with pytest.raises(SystemExit, match="fresh"):
         bench.main()

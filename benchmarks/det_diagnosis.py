@@ -1,0 +1,137 @@
+"""Why detection distillation does or does not help here: the measurements behind docs/dense.md's diagnosis.
+
+    OMP_NUM_THREADS=1 python benchmarks/det_diagnosis.py --runs runs/det15 --seeds 0 1
+
+Reads the runs that ``benchmarks/dense.py det --runs DIR`` wrote and prints:
+
+1. **the scenes**: objects per scene, box sizes, and the share of stride-4 feature cells that
+   ``fine_grained``'s imitation mask selects (what the student is asked to imitate);
+2. **the teacher**: its mAP on the training scenes (no augmentation) against the test scenes — a teacher
+   that has memorised the training scenes hands the student little beyond the labels there — and how much
+   of its heatmap mass lies away from the ground-truth peaks (its "dark knowledge");
+3. **evaluation noise**: the std of the baseline's mAP over random 300-scene subsets of the 1000 test
+   scenes and over bootstrap resamples of all 1000, against the seed-to-seed std of the baselines;
+4. **training dynamics** of every run found: final train task loss, weighted KD / task loss ratio at the
+   first and last epoch, and whether the eval metric was still rising at the last epoch.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import random
+import statistics
+from pathlib import Path
+
+import torch
+
+from kdforge.build import build_model_from_spec
+from kdforge.config.run import load_run_config
+from kdforge.data.scenes import det_collate
+from kdforge.engine import build_datasets
+from kdforge.losses.detection import imitation_mask
+from kdforge.models import load_weights
+from kdforge.models.det import centernet_decode, centernet_targets
+from kdforge.tasks.detection import COCOMeter
+
+
+def _model(run_dir: Path, weights: str = "last.pt") -> torch.nn.Module:
+    cfg = load_run_config(run_dir / "config.yaml")
+    model = build_model_from_spec(cfg.model.model_copy(update={"weights": None}))
+    load_weights(model, run_dir / weights)
+    return model.eval()
+
+
+@torch.no_grad()
+def _predict(model: torch.nn.Module, ds, bs: int = 100) -> tuple[list[dict], list[dict], list[torch.Tensor]]:
+    preds, targets, heat = [], [], []
+    for i in range(0, len(ds), bs):
+        x, t = det_collate([ds[j] for j in range(i, min(i + bs, len(ds)))])
+        out = model(x)
+        preds += centernet_decode(out, 0.01, 100)
+        targets += t
+        heat.append(torch.sigmoid(out["heatmap"]))
+    return preds, targets, heat
+
+
+def _map(preds: list[dict], targets: list[dict], idx: list[int]) -> float:
+    m = COCOMeter(10)
+    m.update([preds[i] for i in idx], [targets[i] for i in idx])
+    return m.compute()["mAP"]
+
+
+def scenes(train_ds) -> None:
+    n_obj, sizes, cover = [], [], []
+    for i in range(len(train_ds)):
+        _, t = train_ds[i]
+        b = t["boxes"].float()
+        n_obj.append(len(b))
+        sizes += ((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])).sqrt().tolist()
+        cover.append(imitation_mask([b], (16, 16), (64.0, 64.0), (16, 32, 64), (0.5, 1.0, 2.0), 0.5).mean().item())
+    q = statistics.quantiles(sizes, n=4)
+    print(f"scenes: {len(train_ds)} training scenes, {statistics.mean(n_obj):.2f} objects per scene "
+          f"(min {min(n_obj)}, max {max(n_obj)}); box side √(wh) px: median {q[1]:.1f}, quartiles {q[0]:.1f}–{q[2]:.1f}; "
+          f"fine_grained imitation mask covers {100 * statistics.mean(cover):.1f}% of the 16×16 stride-4 cells")
+
+
+def teacher(run_dir: Path, train_ds, test_ds) -> None:
+    model = _model(run_dir, "best.pt")
+    for name, ds in (("train (no augmentation)", train_ds), ("test", test_ds)):
+        preds, targets, heat = _predict(model, ds)
+        hm = torch.cat(heat)
+        gt = centernet_targets(targets, hm.shape[1], tuple(hm.shape[2:]))["heatmap"]
+        off_peak = (hm * (gt < 0.5)).sum() / hm.sum()
+        err = (hm - gt).abs().mean()
+        print(f"teacher on {name}: mAP {_map(preds, targets, list(range(len(ds)))):.4f}; mean |σ(h_T) − GT heatmap| "
+              f"{err:.4f}; {100 * off_peak:.1f}% of its heatmap mass lies off the GT peaks (GT < 0.5)")
+
+
+def noise(baseline_dirs: list[Path], test_ds, reps: int = 100) -> None:
+    finals = []
+    for d in baseline_dirs:
+        rows = list(csv.DictReader(open(d / "metrics.csv")))
+        finals.append(float(rows[-1]["eval_mAP"]))
+    preds, targets, _ = _predict(_model(baseline_dirs[0]), test_ds)
+    rng = random.Random(0)
+    n = len(test_ds)
+    k = min(300, n)
+    sub = [_map(preds, targets, rng.sample(range(n), k)) for _ in range(reps)]
+    boot = [_map(preds, targets, [rng.randrange(n) for _ in range(n)]) for _ in range(reps)]
+    print(f"eval noise (baseline {baseline_dirs[0].name}): std of mAP over {reps} random {k}-scene subsets "
+          f"{statistics.stdev(sub):.4f}; over {reps} bootstrap resamples of all {n} scenes {statistics.stdev(boot):.4f}")
+    if len(finals) > 1:
+        print(f"seed-to-seed std of the baselines' final mAP ({len(finals)} seeds): {statistics.stdev(finals):.4f} "
+              f"(values {' / '.join(f'{v:.4f}' for v in finals)})")
+
+
+def dynamics(run_dirs: list[Path]) -> None:
+    print("\n| run | final mAP | final mAP50 | Δ mAP over the last 2 epochs | final task loss | KD/task loss, epoch 1 → last |")
+    print("|---|---|---|---|---|---|")
+    for d in run_dirs:
+        rows = list(csv.DictReader(open(d / "metrics.csv")))
+        r0, r1 = rows[0], rows[-1]
+        ratio = lambda r: (float(r["train_loss"]) - float(r["task_loss"])) / float(r["task_loss"])  # noqa: E731
+        rise = float(r1["eval_mAP"]) - float(rows[-3]["eval_mAP"]) if len(rows) > 2 else float("nan")
+        print(f"| {d.name} | {float(r1['eval_mAP']):.4f} | {float(r1['eval_mAP50']):.4f} | {rise:+.4f} | "
+              f"{float(r1['task_loss']):.3f} | {ratio(r0):.2f} → {ratio(r1):.2f} |")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--runs", type=Path, default=Path("runs/det15"))
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    p.add_argument("--reps", type=int, default=100)
+    a = p.parse_args()
+    torch.set_num_threads(1)
+    tdir = a.runs / "det_teacher"
+    cfg = load_run_config(tdir / "config.yaml", ["data.augment=false"])
+    train_ds, test_ds, _ = build_datasets(cfg.data, 0)
+    scenes(train_ds)
+    teacher(tdir, train_ds, test_ds)
+    bases = [a.runs / f"det_baseline_s{s}" for s in a.seeds if (a.runs / f"det_baseline_s{s}" / "summary.json").is_file()]
+    noise(bases, test_ds, a.reps)
+    runs = sorted(d for d in a.runs.glob("det_*_s*") if (d / "summary.json").is_file())
+    dynamics(runs)
+
+
+if __name__ == "__main__":
+    main()
