@@ -292,3 +292,25 @@ def test_heatmap_kd_rejects_mismatched_taps():
         LOSSES.build("heatmap_kd")([h, h], [h, h])
     with pytest.raises(ValueError, match="beta"):
         LOSSES.build("heatmap_kd", beta=-1)
+
+
+def test_with_index_survives_the_detection_collate_and_reaches_the_losses():
+    from kdforge.data import WithIndex
+    from kdforge.data.scenes import det_collate
+
+    class Two(torch.utils.data.Dataset):
+        def __len__(self):
+            return 2
+
+        def __getitem__(self, i):
+            return torch.rand(1, 64, 64), _targets()[i]
+
+    batch = det_collate([WithIndex(Two())[i] for i in (1, 0)])
+    assert batch[2].tolist() == [1, 0] and len(batch[1]) == 2
+    task = TASKS.build("detection")
+    x, y = task.batch_to(batch, "cpu")
+    assert task.loss_context(y, batch)["index"].tolist() == [1, 0]
+    assert "index" not in task.loss_context(y, batch[:2])
+    seg = TASKS.build("segmentation")
+    masks = torch.zeros(2, 64, 64, dtype=torch.long)
+    assert seg.loss_context(masks, (x, masks, torch.tensor([4, 5])))["index"].tolist() == [4, 5]

@@ -211,10 +211,12 @@ class DetScenes(_Scenes):
                 for im, b, lab, k in zip(self._images(idx), boxes, labels, ks)]
 
 
-def det_collate(batch: list[tuple[Tensor, dict[str, Tensor]]]) -> tuple[Tensor, list[dict[str, Tensor]]]:
-    """Stack images to (N,1,S,S); keep targets as a list of per-image dicts (variable box counts)."""
+def det_collate(batch: list[tuple[Any, ...]]) -> tuple[Any, ...]:
+    """Stack images to (N,1,S,S); keep targets as a list of per-image dicts (variable box counts). Extra
+    per-sample fields (the dataset index of ``data.with_index: true``) are stacked into tensors after them."""
     images = torch.stack([b[0] for b in batch])
-    return images, [b[1] for b in batch]
+    extras = tuple(torch.as_tensor([b[i] for b in batch]) for i in range(2, len(batch[0])))
+    return (images, [b[1] for b in batch], *extras)
 
 
 __all__ = ["build_scenes", "compose_scenes", "SegScenes", "DetScenes", "det_collate", "default_cache_dir",

@@ -137,6 +137,8 @@ class DetectionTask:
         ctx: dict[str, Any] = {"boxes": [t["boxes"] for t in targets], "gt_labels": [t["labels"] for t in targets]}
         if batch is not None:
             ctx["image_size"] = tuple(batch[0].shape[-2:])
+            if len(batch) > 2:  # (images, targets, index) with data.with_index: true
+                ctx["index"] = batch[2].to(targets[0]["boxes"].device) if targets else batch[2]
         return ctx
 
     def dataset(self, split: str, n: int, **kwargs: Any) -> Any:

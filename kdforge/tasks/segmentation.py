@@ -83,7 +83,8 @@ class SegmentationTask:
         return ConfusionMeter(self.num_classes, self.ignore_index)
 
     def loss_context(self, targets: Tensor, batch: Any = None) -> dict[str, Any]:
-        return {"labels": targets}
+        index = batch[2].to(targets.device) if batch is not None and len(batch) > 2 else None
+        return {"labels": targets, "index": index}
 
     def dataset(self, split: str, n: int, **kwargs: Any) -> Any:
         """``SegScenes(split, n, **kwargs)`` (``size``, ``root``, ``cache_dir``, ``seed``)."""
