@@ -10,7 +10,9 @@ Reads the runs that ``benchmarks/dense.py det --runs DIR`` wrote and prints:
    that has memorised the training scenes hands the student little beyond the labels there — and how much
    of its heatmap mass lies away from the ground-truth peaks (its "dark knowledge");
 3. **evaluation noise**: the std of the baseline's mAP over random 300-scene subsets of the 1000 test
-   scenes and over bootstrap resamples of all 1000, against the seed-to-seed std of the baselines;
+   scenes and over bootstrap resamples of all 1000, against the seed-to-seed std of the baselines; with
+   ``--paired RECIPE ...``, each distilled run's Δ mAP against its seed's baseline and the bootstrap std
+   of that paired Δ (what the test scenes alone can produce);
 4. **training dynamics** of every run found: final train task loss, weighted KD / task loss ratio at the
    first and last epoch, and whether the eval metric was still rising at the last epoch.
 """
@@ -103,6 +105,21 @@ def noise(baseline_dirs: list[Path], test_ds, reps: int = 100) -> None:
               f"(values {' / '.join(f'{v:.4f}' for v in finals)})")
 
 
+def paired(base_dir: Path, kd_dir: Path, test_ds, reps: int) -> None:
+    """Δ mAP of a distilled run against the baseline of its seed on the same test scenes, and the std of that
+    Δ over bootstrap resamples of the scenes: how much of a difference the test set alone can produce."""
+    rng = random.Random(1)
+    (pb, tb, _), (pk, _, _) = _predict(_model(base_dir), test_ds), _predict(_model(kd_dir), test_ds)
+    n = len(test_ds)
+    full = _map(pk, tb, list(range(n))) - _map(pb, tb, list(range(n)))
+    deltas = []
+    for _ in range(reps):
+        idx = [rng.randrange(n) for _ in range(n)]
+        deltas.append(_map(pk, tb, idx) - _map(pb, tb, idx))
+    print(f"paired Δ mAP {kd_dir.name} − {base_dir.name}: {full:+.4f}; bootstrap std of Δ over the {n} test scenes "
+          f"{statistics.stdev(deltas):.4f} ({reps} resamples)")
+
+
 def dynamics(run_dirs: list[Path]) -> None:
     print("\n| run | final mAP | final mAP50 | Δ mAP over the last 2 epochs | final task loss | KD/task loss, epoch 1 → last |")
     print("|---|---|---|---|---|---|")
@@ -120,6 +137,8 @@ def main() -> None:
     p.add_argument("--runs", type=Path, default=Path("runs/det15"))
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     p.add_argument("--reps", type=int, default=100)
+    p.add_argument("--paired", nargs="*", default=[], metavar="RECIPE",
+                   help="paired bootstrap of these recipes against the baseline on each of --seeds")
     a = p.parse_args()
     torch.set_num_threads(1)
     tdir = a.runs / "det_teacher"
@@ -129,6 +148,10 @@ def main() -> None:
     teacher(tdir, train_ds, test_ds)
     bases = [a.runs / f"det_baseline_s{s}" for s in a.seeds if (a.runs / f"det_baseline_s{s}" / "summary.json").is_file()]
     noise(bases, test_ds, a.reps)
+    for r in a.paired:
+        for s in a.seeds:
+            if (a.runs / f"det_{r}_s{s}" / "summary.json").is_file():
+                paired(a.runs / f"det_baseline_s{s}", a.runs / f"det_{r}_s{s}", test_ds, a.reps)
     runs = sorted(d for d in a.runs.glob("det_*_s*") if (d / "summary.json").is_file())
     dynamics(runs)
 
