@@ -159,7 +159,7 @@ def test_dense_benchmark_selects_then_confirms_on_fresh_seeds(tmp_path, cache, m
     monkeypatch.setattr("sys.argv", ["det_diagnosis.py", "--runs", str(tmp_path), "--seeds", "0", "1", "--reps", "2", "--paired", "kd_heatmap"])
     diag.main()
     out = capsys.readouterr().out
-    assert "imitation mask covers" in out and "teacher on test" in out and "eval noise" in out
+    assert "imitation mask covers" in out and "teacher on test" in out and "baseline s0 on test" in out and "eval noise" in out
     assert "paired Δ mAP det_kd_heatmap_s0 − det_baseline_s0" in out
     assert "| det_kd_heatmap_s1 |" in out  # the dynamics table lists every finished run
     monkeypatch.setattr("sys.argv", ["dense.py", "det", "--select-seeds", "0", "--confirm-seeds", "0"])
