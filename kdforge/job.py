@@ -133,6 +133,7 @@ class JobModule(nn.Module):
     def __init__(self, spec: DistillJob, name: str, teacher_names: Sequence[str]) -> None:
         super().__init__()
         self.spec, self.name, self.teacher_names = spec, name, list(teacher_names)
+        self._placed = False  # moved to the features' device on the first call (_place)
         self.loss = build_loss(spec.loss)
         self.pairwise = getattr(self.loss, "pairwise", True)
         self.same_shape = getattr(self.loss, "same_shape", True)
@@ -168,6 +169,8 @@ class JobModule(nn.Module):
                                    f"of their logits, so each teacher must return (N, classes) logits; teacher "
                                    f"{tname!r} returns {got}. Use combine='mean' (optionally with teacher_weights)")
             teachers, weights = combine_by_confidence(teachers, teacher_logits, labels), [1.0]
+        if not self._placed:
+            self._place(student)
         s = [self._connect(i, x, teachers[0][i] if i < len(teachers[0]) else None) for i, x in enumerate(student)]
         if self.same_shape and self.pairwise:
             for i, (x, t) in enumerate(zip(s, teachers[0])):
@@ -185,6 +188,15 @@ class JobModule(nn.Module):
             total = val if total is None else total + val
         assert total is not None
         return total
+
+    def _place(self, student: list[Tensor]) -> None:
+        """On the first call, move the job (its connectors and loss modules, still lazy or built on the CPU) to
+        the student features' device: a Distiller built around CUDA models then works without a ``.to()`` of
+        its own. Later calls change nothing (an optimiser may hold the parameters by then)."""
+        self._placed = True
+        dev = next((x.device for x in student if isinstance(x, Tensor)), None)
+        if dev is not None and any(t.device != dev for t in [*self.parameters(), *self.buffers()]):
+            self.to(dev)
 
     def _connect(self, i: int, x: Tensor, target: Tensor | None) -> Tensor:
         conn = self.connectors[i]
