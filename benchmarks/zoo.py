@@ -553,7 +553,7 @@ def main(argv: list[str] | None = None) -> None:
         sweep(out, methods, select + seeds, a.subset, a.epochs, a.workers, teachers, a.pair, a.sets, a.threads)
     plot = ROOT / (a.plot or pair.plot)
     report(out, methods, select, seeds, meta, teachers, ROOT / a.doc, plot, a.pair)
-    print(f"zoo[{a.pair}]: wrote the {a.pair} section of {a.doc} and {plot.relative_to(ROOT)}")
+    print(f"zoo[{a.pair}]: wrote the {a.pair} section of {a.doc} and {a.plot or pair.plot}")
 
 
 if __name__ == "__main__":
