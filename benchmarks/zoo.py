@@ -273,6 +273,24 @@ def _done(run_dir: Path) -> bool:
     return (run_dir / "summary.json").exists()
 
 
+def check_done(run_dir: Path, subset: int, epochs: int, model: str) -> None:
+    """A finished run is reused, never rerun: refuse one whose config.yaml has another training subset,
+    epoch count or student model than this sweep asks for (a run dir from another setting or pair)."""
+    import yaml
+
+    path = run_dir / "config.yaml"
+    if not _done(run_dir) or not path.exists():
+        return
+    cfg = yaml.safe_load(path.read_text()) or {}
+    have = {"data.train_subset": (cfg.get("data") or {}).get("train_subset"),
+            "train.epochs": (cfg.get("train") or {}).get("epochs"),
+            "student.name": (cfg.get("student") or {}).get("name")}
+    want = {"data.train_subset": subset, "train.epochs": epochs, "student.name": model}
+    diff = [f"{k} {have[k]} (asked {want[k]})" for k in want if have[k] != want[k]]
+    if diff:
+        raise SystemExit(f"zoo: {run_dir} is a finished run of another setting: {', '.join(diff)}; use another --out")
+
+
 def _set_args(sets: Sequence[str]) -> list[str]:
     return [a for s in sets for a in ("--set", s)]
 
@@ -282,6 +300,8 @@ def train_teachers(out: Path, subset: int, teacher_epochs: int, workers: int, pa
     """Train ``teacher`` (seed 0) and ``teacher2`` (seed 1) with the pair's teacher config, unless done."""
     jobs = {"teacher": 0, "teacher2": 1}
     dirs = {name: out / f"teacher_seed{seed}" for name, seed in jobs.items()}
+    for d in dirs.values():
+        check_done(d, subset, teacher_epochs, PAIRS[pair].teacher.name)
 
     def one(name: str) -> None:
         d = dirs[name]
@@ -332,6 +352,8 @@ def sweep(out: Path, methods: list[str], seeds: list[int], subset: int, epochs: 
     tasks = [(m, s) for s in seeds for m in methods]
     todo = [(m, s) for m, s in tasks if not _done(out / m / f"seed{s}")]
     print(f"zoo[{pair}]: {len(tasks) - len(todo)} of {len(tasks)} runs done; {len(todo)} to run", flush=True)
+    for m, s in tasks:
+        check_done(out / m / f"seed{s}", subset, epochs, PAIRS[pair].student.name)
     for m in methods:  # a tap with no equivalent fails here, before any run
         try:
             method_command(m, 0, out / m / "seed0", subset, epochs, teachers, pair, extra)

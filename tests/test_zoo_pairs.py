@@ -140,3 +140,13 @@ def test_a_run_dir_refuses_other_settings(tmp_path: Path):
     zoo.record_meta(tmp_path, meta)
     with pytest.raises(SystemExit, match="subset: 64 there, 128 now"):
         zoo.record_meta(tmp_path, {**meta, "subset": 128})
+
+
+def test_a_finished_run_of_another_setting_is_refused(tmp_path: Path):
+    run = tmp_path / "kd" / "seed0"
+    run.mkdir(parents=True)
+    (run / "summary.json").write_text("{}")
+    (run / "config.yaml").write_text("student: {name: cnn}\ndata: {train_subset: 5000}\ntrain: {epochs: 3}\n")
+    zoo.check_done(run, 5000, 3, "cnn")
+    with pytest.raises(SystemExit, match=r"data\.train_subset 5000 \(asked 60000\).*student\.name cnn \(asked resnet8x4\)"):
+        zoo.check_done(run, 60000, 3, "resnet8x4")
