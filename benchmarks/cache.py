@@ -58,6 +58,16 @@ def build(a: argparse.Namespace, common: list[str], views: int, topk: int | None
     return row
 
 
+def _pair_sets(config: Path, pair: str) -> list[str]:
+    """The overrides that move ``config`` to the pair (none for the demo CNN pair: the configs' own)."""
+    from kdforge.config.loading import read_config
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from zoo import pair_overrides
+
+    return pair_overrides(read_config(config), pair)
+
+
 def _load(out: Path) -> dict[str, Any]:
     path = out / "results.json"
     return json.loads(path.read_text()) if path.exists() else {}
@@ -76,7 +86,7 @@ def epochs(a: argparse.Namespace, common: list[str]) -> dict[str, Any]:
     cache = a.out / f"cache_epochs_k{a.epoch_views}"
     if not (cache / "manifest.json").exists():
         build_cache(KD, a.epoch_views, cache, overrides=[*common, *subset], batch_size=a.build_batch, verbose=False)
-    variants = {"baseline": (BASELINE, [*subset, *([f"data.root={a.data}"] if a.data else [])]),
+    variants = {"baseline": (BASELINE, [*subset, *([f"data.root={a.data}"] if a.data else []), *a.base_sets]),
                 "cached": (KD, [*common, *subset, f"teacher_cache={cache}"]),
                 "live": (KD, [*common, *subset])}
     times: dict[str, list[float]] = {k: [] for k in variants}
@@ -136,11 +146,16 @@ def main() -> int:
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--build-batch", type=int, default=512)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--pair", choices=["cnn", "resnet"], default="cnn",
+                    help="the demo CNN pair, or resnet8x4 ← resnet32x4 (benchmarks/zoo.py's pairs; --teacher is then "
+                         "a checkpoint of configs/fmnist/teacher_resnet32x4.yaml)")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     a.seeds = [int(s) for s in a.seeds.split(",")]
     a.out.mkdir(parents=True, exist_ok=True)
-    common = [f"teachers.teacher.weights={a.teacher}", *([f"data.root={a.data}"] if a.data else [])]
+    a.base_sets = _pair_sets(BASELINE, a.pair)
+    common = [f"teachers.teacher.weights={a.teacher}", *([f"data.root={a.data}"] if a.data else []),
+              *_pair_sets(KD, a.pair)]
     print(f"torch {torch.__version__}, {a.threads} thread(s); {' '.join(sys.argv[1:])}", flush=True)
     for part in a.parts.split(","):
         kind, *args = part.split(":")
