@@ -150,3 +150,15 @@ def test_a_finished_run_of_another_setting_is_refused(tmp_path: Path):
     zoo.check_done(run, 5000, 3, "cnn")
     with pytest.raises(SystemExit, match=r"data\.train_subset 5000 \(asked 60000\).*student\.name cnn \(asked resnet8x4\)"):
         zoo.check_done(run, 60000, 3, "resnet8x4")
+
+
+def test_cache_benchmark_moves_its_kd_and_baseline_configs_to_the_resnet_pair():
+    spec = importlib.util.spec_from_file_location("cache_bench", ROOT / "benchmarks" / "cache.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)  # type: ignore[union-attr]
+    assert bench._pair_sets(bench.KD, "cnn") == [] and bench._pair_sets(bench.BASELINE, "cnn") == []
+    kd = load_run_config(str(bench.KD), bench._pair_sets(bench.KD, "resnet") + ["teachers.teacher.weights=null",
+                                                                                "allow_untrained_teacher=true"])
+    base = load_run_config(str(bench.BASELINE), bench._pair_sets(bench.BASELINE, "resnet"))
+    assert kd.student.name == base.student.name == "resnet8x4"
+    assert kd.teachers["teacher"].name == "resnet32x4" and not base.teachers
