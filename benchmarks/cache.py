@@ -62,7 +62,8 @@ def _pair_sets(config: Path, pair: str) -> list[str]:
     """The overrides that move ``config`` to the pair (none for the demo CNN pair: the configs' own)."""
     from kdforge.config.loading import read_config
 
-    sys.path.insert(0, str(ROOT / "benchmarks"))
+    if str(ROOT / "benchmarks") not in sys.path:  # run as a script it is already there (sys.path[0])
+        sys.path.insert(0, str(ROOT / "benchmarks"))
     from zoo import pair_overrides
 
     return pair_overrides(read_config(config), pair)
